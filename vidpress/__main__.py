@@ -1,0 +1,5 @@
+"""``python -m vidpress`` runs the command line."""
+
+from vidpress.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""What every model adapter provides: encoded videos, LLM inputs for a kept subset, and forward passes.
+
+An adapter hides what differs between VLM families (how frames become tokens, where the video sits in the
+prompt, how positions are computed, which module is the decoder). The pipeline and the presses only use
+the interface below.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
+from transformers.cache_utils import Cache, DynamicCache
+
+from vidpress.video import Video
+
+
+@dataclass
+class EncodedVideo:
+    """A video in the prompt, with its visual tokens computed.
+
+    Attributes
+    ----------
+    inputs : the processor's output for the whole prompt (``input_ids`` [1, L], ``mm_token_type_ids``, grids...).
+    features : [T', N, D] projected visual tokens, one row per temporal unit (T' = frames / temporal patch).
+    deepstack : per deepstack layer a [T', N, D] tensor (Qwen3-VL); empty for other families.
+    grid : (T', H', W') the LLM token grid of the video (N = H' * W').
+    timestamps : [T'] seconds, the centre of each temporal unit.
+    positions : [P, L] the model's own position ids of the full prompt (P = 3 for M-RoPE, 1 for 1-D).
+    video_token_index : [T', N] index in ``input_ids`` of each visual token.
+    unit_spans : [T', 2] start and end (exclusive) in ``input_ids`` of the tokens that belong to each
+        temporal unit only (its visual tokens, plus per-frame text such as Qwen3-VL's timestamp block):
+        they are dropped with the unit when none of its visual tokens is kept.
+    """
+
+    inputs: BatchFeature
+    features: torch.Tensor
+    deepstack: list[torch.Tensor]
+    grid: tuple[int, int, int]
+    timestamps: torch.Tensor
+    positions: torch.Tensor
+    video_token_index: torch.Tensor
+    unit_spans: torch.Tensor
+    question_start: int = 0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def num_units(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def tokens_per_unit(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.inputs["input_ids"]
+
+
+@dataclass
+class LLMInputs:
+    """The LLM's input for a kept subset of the visual tokens (batch size 1).
+
+    Attributes
+    ----------
+    input_ids : [1, L'] token ids, visual placeholders included.
+    positions : [P, 1, L'] position ids gathered from the full prompt's positions.
+    video_embeds : [V, D] the kept visual tokens, in the order of their placeholders.
+    deepstack : per deepstack layer [V, D] (Qwen3-VL), else empty.
+    source_index : [L'] index of each kept token in the full prompt.
+    video_keep : [T', N] bool, which visual tokens are kept.
+    """
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    video_embeds: torch.Tensor
+    deepstack: list[torch.Tensor]
+    source_index: torch.Tensor
+    video_keep: torch.Tensor
+    video_token_id: int
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[1]
+
+    @property
+    def is_video(self) -> torch.Tensor:
+        """[L'] bool, which tokens are visual placeholders."""
+        return self.input_ids[0] == self.video_token_id
+
+    def slice(self, start: int, end: int) -> LLMInputs:
+        """The tokens ``start:end``, with the visual embeddings that belong to them."""
+        is_video = self.is_video
+        first = int(is_video[:start].sum())
+        last = first + int(is_video[start:end].sum())
+        return LLMInputs(
+            input_ids=self.input_ids[:, start:end],
+            positions=self.positions[..., start:end],
+            video_embeds=self.video_embeds[first:last],
+            deepstack=[d[first:last] for d in self.deepstack],
+            source_index=self.source_index[start:end],
+            video_keep=self.video_keep,
+            video_token_id=self.video_token_id,
+        )
+
+
+class VideoAdapter(ABC):
+    """Base class of the model adapters. Subclasses set ``model_types`` and implement the abstract methods."""
+
+    model_types: tuple[str, ...] = ()
+    position_axes: int = 1
+
+    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
+        self.model = model
+        self.processor = processor
+
+    # -- what the presses and the pipeline read ---------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def temporal_patch_size(self) -> int:
+        """Frames per temporal unit of the visual tokens (2 for Qwen-VL, 1 for frame-wise models)."""
+        return 1
+
+    @property
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    @property
+    @abstractmethod
+    def decoder_layers(self) -> nn.ModuleList:
+        """The LLM's decoder layers, in order (hooks of the layer and kv stages attach here)."""
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.processor.tokenizer.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos])
+
+    def new_cache(self) -> Cache:
+        """An empty KV cache for one prompt; presses may prune its per-layer entries."""
+        return DynamicCache(config=self.model.config)
+
+    def text_inputs(self, token_ids: list[int], first_position: int) -> LLMInputs:
+        """LLM inputs for plain text tokens at positions ``first_position``, ``first_position + 1``, ..."""
+        positions = torch.arange(first_position, first_position + len(token_ids))
+        return LLMInputs(
+            input_ids=torch.tensor([token_ids]),
+            positions=positions.view(1, 1, -1).expand(self.position_axes, 1, -1),
+            video_embeds=torch.zeros(0, self.text_config.hidden_size),
+            deepstack=[],
+            source_index=torch.full((len(token_ids),), -1),
+            video_keep=torch.zeros(0, 0, dtype=torch.bool),
+            video_token_id=-1,
+        )
+
+    # -- the stages ------------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, video: Video, question: str) -> BatchFeature:
+        """The model's own processor and chat template on one user turn holding the video then the question."""
+
+    @abstractmethod
+    def encode(self, inputs: BatchFeature, chunk_frames: int | None = None, progress=None) -> EncodedVideo:
+        """Visual tokens of the prompt's video, encoded ``chunk_frames`` frames at a time."""
+
+    @abstractmethod
+    def build_inputs(self, encoded: EncodedVideo, video_keep: torch.Tensor | None = None) -> LLMInputs:
+        """LLM inputs keeping the visual tokens where ``video_keep`` [T', N] is True (all if None)."""
+
+    @abstractmethod
+    def forward(self, inputs: LLMInputs, cache: Cache, *, logits_to_keep: int = 1) -> torch.Tensor:
+        """Run the LLM on ``inputs`` after what ``cache`` holds; returns logits [1, logits_to_keep, vocab]."""

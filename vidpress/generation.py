@@ -1,0 +1,85 @@
+"""Running the LLM: prefill in segments (text before the video, video chunks, question) and greedy decoding."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers.cache_utils import Cache
+
+from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter
+from vidpress.presses.base import Press, PressContext
+
+
+def segment_bounds(
+    encoded: EncodedVideo, inputs: LLMInputs, chunk_frames: int | None, temporal_patch: int, *, split_question: bool = True
+) -> list[tuple[int, int, bool]]:
+    """Split the kept sequence into prefill segments: (start, end, is_video) in ``inputs`` indices.
+
+    Without chunking, the prompt up to the question is one segment (the whole prompt, one forward as the
+    stock generate, unless ``split_question``); with ``chunk_frames``, the text before the video, then the
+    video in chunks of that many frames. The last segment is everything after the video (the question and
+    the assistant prefix).
+    """
+    question = int(torch.searchsorted(inputs.source_index, torch.tensor(encoded.question_start)))
+    if chunk_frames is None:
+        if not split_question:
+            return [(0, len(inputs), True)]
+        return [(a, b, v) for a, b, v in [(0, question, True), (question, len(inputs), False)] if b > a]
+    spans = encoded.unit_spans
+    units = encoded.num_units
+    step = max(1, chunk_frames // temporal_patch)
+    full_bounds = [int(spans[0, 0])] + [int(spans[u, 0]) for u in range(step, units, step)] + [encoded.question_start]
+    kept = torch.searchsorted(inputs.source_index, torch.tensor(full_bounds)).tolist()
+    segments = [(0, kept[0], False)]
+    segments += [(a, b, True) for a, b in zip(kept[:-1], kept[1:])]
+    segments.append((kept[-1], len(inputs), False))
+    return [(a, b, v) for a, b, v in segments if b > a]
+
+
+def prefill(
+    adapter: VideoAdapter,
+    inputs: LLMInputs,
+    cache: Cache,
+    segments: list[tuple[int, int, bool]],
+    presses: list[Press],
+    context: PressContext,
+) -> torch.Tensor:
+    """Prefill ``segments`` of ``inputs`` into ``cache`` with the presses' hooks; returns the last logits [1, V]."""
+    logits = None
+    with contextlib.ExitStack() as stack:
+        for press in presses:
+            stack.enter_context(press.prefill_hooks(context))
+        for start, end, is_video in segments:
+            segment = inputs.slice(start, end)
+            logits = adapter.forward(segment, cache)
+            for press in presses:
+                press.after_segment(segment, cache, context, is_video=is_video)
+    if logits is None:
+        raise ValueError("nothing to prefill: the prompt is empty")
+    return logits[:, -1]
+
+
+@torch.no_grad()
+def greedy_decode(
+    adapter: VideoAdapter,
+    first_logits: torch.Tensor,
+    cache: Cache,
+    next_position: int,
+    max_new_tokens: int,
+) -> list[int]:
+    """Greedy tokens after a prefill whose last logits are ``first_logits`` [1, V].
+
+    Each new token's position is ``next_position`` + step (on every M-RoPE axis: text after the video),
+    which is what the stock generate computes from the model's rope deltas. Stops after an EOS token.
+    """
+    eos = adapter.eos_token_ids
+    tokens: list[int] = []
+    logits = first_logits
+    for step in range(max_new_tokens):
+        token = int(logits.argmax(-1))
+        tokens.append(token)
+        if token in eos or step == max_new_tokens - 1:
+            break
+        logits = adapter.forward(adapter.text_inputs([token], next_position + step), cache)[:, -1]
+    return tokens

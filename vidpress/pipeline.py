@@ -1,0 +1,265 @@
+"""VideoQA: ask questions about a video with any supported VLM and any presses.
+
+load + sample → frame presses → processor + chunked vision encoder → token presses → LLM inputs of the kept
+tokens → segmented prefill with layer/kv presses → greedy decoding → Answer with statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+
+from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
+from vidpress.generation import greedy_decode, prefill, segment_bounds
+from vidpress.presses.base import Press, PressContext, as_press_list
+from vidpress.video import Video, load_video
+
+DEFAULT_FPS = 2.0
+DEFAULT_MAX_FRAMES = 256
+
+
+@dataclass
+class AnswerStats:
+    """What one answer cost and what the presses kept."""
+
+    frames_sampled: int = 0
+    frames_kept: int = 0
+    kept_frames: list[int] = field(default_factory=list)
+    visual_tokens_before: int = 0
+    visual_tokens_after: int = 0
+    llm_input_length: int = 0
+    kv_length_per_layer: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_memory_gib: float = 0.0
+    press: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    """The generated text, its token ids and the statistics of the run."""
+
+    text: str
+    token_ids: list[int]
+    stats: AnswerStats
+
+
+class VideoQA:
+    """Question answering over videos with a Hugging Face VLM and optional presses.
+
+    Parameters
+    ----------
+    model, processor : a supported transformers VLM (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and its processor.
+    encode_chunk_frames : frames per vision-encoder call (bounds activation memory on long videos).
+    """
+
+    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, encode_chunk_frames: int | None = None):
+        self.adapter: VideoAdapter = adapter_for(model, processor)
+        self.model = model.eval()
+        self.processor = processor
+        self.encode_chunk_frames = encode_chunk_frames
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        *,
+        attn_implementation: str = "sdpa",
+        **kwargs,
+    ) -> VideoQA:
+        """Load a hub model name or a local folder; ``device`` defaults to CUDA when available."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        elif isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(name_or_path), dtype=dtype, attn_implementation=attn_implementation, **kwargs
+        ).to(device)
+        processor = AutoProcessor.from_pretrained(str(name_or_path))
+        return cls(model, processor)
+
+    # -- public API ------------------------------------------------------------------------------------
+    def ask(
+        self,
+        video: Video | str | Path | list,
+        question: str,
+        *,
+        press: Press | Sequence[Press] | None = None,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        max_side: int | None = None,
+        max_new_tokens: int = 64,
+        progress: bool = False,
+    ) -> Answer:
+        """Answer ``question`` about ``video`` (a path, a folder of frames, a list of images, or a Video).
+
+        Frames: ``num_frames`` uniformly, or ``fps`` capped by ``max_frames``; with neither,
+        2 fps capped at 256 frames. Decoding is greedy.
+        """
+        return self.ask_many(
+            video, [question], press=press, num_frames=num_frames, fps=fps, max_frames=max_frames,
+            max_side=max_side, max_new_tokens=max_new_tokens, progress=progress,
+        )[0]
+
+    @torch.no_grad()
+    def ask_many(
+        self,
+        video: Video | str | Path | list,
+        questions: Sequence[str],
+        *,
+        press: Press | Sequence[Press] | None = None,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        max_side: int | None = None,
+        max_new_tokens: int = 64,
+        progress: bool = False,
+    ) -> list[Answer]:
+        """Answer several questions about one video, encoding and prefilling the video once.
+
+        The presses see the first question (question-conditioned presses should be run with ``ask``).
+        """
+        if not questions:
+            raise ValueError("ask_many needs at least one question")
+        presses = as_press_list(press)
+        timer = _Timer()
+        with timer("decode"):
+            video = self._load(video, num_frames, fps, max_frames, max_side, progress)
+        frames_sampled = len(video)
+        for p in presses:
+            kept = p.select_frames(video)
+            if kept is not None:
+                video = video.select(kept)
+
+        adapter = self.adapter
+        with timer("encode"):
+            prompts = [adapter.prepare(video, q) for q in questions]
+            encoded = adapter.encode(prompts[0], self.encode_chunk_frames, progress=self._bar(progress, len(video), "encode"))
+        context = PressContext(adapter=adapter, question=questions[0], encoded=encoded)
+        keep = torch.ones(encoded.features.shape[:2], dtype=torch.bool)
+        for p in presses:
+            keep = p.select_tokens(encoded, keep, context)
+        inputs = adapter.build_inputs(encoded, keep)
+        context.inputs = inputs
+        kept_frames = _kept_frames(video, keep, adapter.temporal_patch_size)
+
+        _reset_peak_memory(adapter.device)
+        chunk_frames = min((p.chunk_frames for p in presses if p.chunk_frames), default=None)
+        segments = segment_bounds(
+            encoded, inputs, chunk_frames, adapter.temporal_patch_size, split_question=len(questions) > 1
+        )
+        shared = segments if len(questions) == 1 else segments[:-1]
+        cache = adapter.new_cache()
+        with timer("prefill"):
+            logits = prefill(adapter, inputs, cache, shared, presses, context)
+
+        answers = []
+        for index, prompt in enumerate(prompts):
+            question_inputs = inputs if index == 0 else self._with_question(encoded, prompt, keep)
+            question_cache = cache
+            if len(questions) > 1:
+                question_cache = copy.deepcopy(cache) if index < len(prompts) - 1 else cache
+                start = int(torch.searchsorted(question_inputs.source_index, torch.tensor(encoded.question_start)))
+                with timer("prefill"):
+                    logits = prefill(adapter, question_inputs, question_cache, [(start, len(question_inputs), False)], presses, context)
+            kv_lengths = [question_cache.get_seq_length(layer) for layer in range(len(question_cache.layers))]
+            with timer("generate"):
+                next_position = int(question_inputs.positions[..., -1].max()) + 1
+                tokens = greedy_decode(adapter, logits, question_cache, next_position, max_new_tokens)
+            stats = AnswerStats(
+                frames_sampled=frames_sampled,
+                frames_kept=len(kept_frames),
+                kept_frames=kept_frames,
+                visual_tokens_before=keep.numel(),
+                visual_tokens_after=int(keep.sum()),
+                llm_input_length=len(question_inputs),
+                kv_length_per_layer=kv_lengths,
+                seconds=dict(timer.seconds),
+                peak_memory_gib=_peak_memory_gib(adapter.device),
+                press={type(p).__name__: asdict(p) for p in presses} | context.stats,
+            )
+            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+            answers.append(Answer(text=text.strip(), token_ids=tokens, stats=stats))
+        return answers
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _load(self, video, num_frames, fps, max_frames, max_side, progress) -> Video:
+        if isinstance(video, Video):
+            if num_frames is not None:
+                from vidpress.functional.uniform import uniform_indices
+                video = video.select(uniform_indices(len(video), num_frames))
+            return video
+        if num_frames is None and fps is None:
+            fps, max_frames = DEFAULT_FPS, max_frames or DEFAULT_MAX_FRAMES
+        return load_video(video, num_frames=num_frames, fps=fps, max_frames=max_frames, max_side=max_side)
+
+    @staticmethod
+    def _bar(enabled: bool, total: int, description: str):
+        if not enabled:
+            return None
+        bar = tqdm(total=total, desc=description, unit="frame", leave=False)
+        return bar.update
+
+    def _with_question(self, encoded: EncodedVideo, prompt, keep: torch.Tensor) -> LLMInputs:
+        """LLM inputs of another question on the same video (same prefix, its own question tokens)."""
+        other = copy.copy(encoded)
+        other.inputs = prompt
+        other.positions = self.adapter.full_positions(prompt)[:, 0]
+        return self.adapter.build_inputs(other, keep)
+
+
+def _kept_frames(video: Video, keep: torch.Tensor, temporal_patch: int) -> list[int]:
+    """Source frame indices of the frames whose temporal unit kept at least one visual token."""
+    unit_of_frame = torch.arange(len(video)) // temporal_patch
+    kept = keep.any(1)[unit_of_frame]
+    return [int(i) for i in torch.as_tensor(video.frame_indices)[kept]]
+
+
+class _Timer:
+    """Accumulates wall-clock seconds per stage, synchronising CUDA so GPU work is counted."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        _sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync()
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU memory allocated on CUDA; the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
