@@ -103,7 +103,7 @@ class QwenVLAdapter(VideoAdapter):
         for pixels, chunk_grid in self._vision_chunks(inputs, chunk_frames):
             out = self.inner.get_video_features(pixels.to(self.device), chunk_grid.to(self.device))
             features.append(torch.cat(out.pooler_output))
-            deepstack.append([torch.cat(d) for d in getattr(out, "deepstack_features", None) or []])
+            deepstack.append([self._deepstack_tensor(d) for d in getattr(out, "deepstack_features", None) or []])
             if progress is not None:
                 progress(int(chunk_grid[0, 0]) * self.temporal_patch_size)
         features = torch.cat(features).view(t, grid[1] * grid[2], -1)
@@ -124,6 +124,9 @@ class QwenVLAdapter(VideoAdapter):
             unit_spans=self._unit_spans(input_ids[0], video_index),
             question_start=self._question_start(input_ids[0], video_index),
         )
+
+    def _deepstack_tensor(self, feature: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return feature
 
     def full_positions(self, inputs: BatchFeature) -> torch.Tensor:
         """[3, 1, L] position ids of the full prompt from the model's own ``get_rope_index``."""
@@ -203,6 +206,13 @@ class Qwen3VLAdapter(QwenVLAdapter):
     """Qwen3-VL: one timestamp block per temporal unit, and deepstack features injected in early layers."""
 
     model_types = ("qwen3_vl",)
+    # transformers 5.17 returns each deepstack feature as one tensor, later versions split it per video
+    # like pooler_output; the format seen while encoding is given back in the forward.
+    deepstack_split = True
+
+    def _deepstack_tensor(self, feature: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        self.deepstack_split = not isinstance(feature, torch.Tensor)
+        return torch.cat(feature) if self.deepstack_split else feature
 
     def _unit_spans(self, input_ids: torch.Tensor, video_index: torch.Tensor) -> torch.Tensor:
         """[T', 2] each unit's ``<t seconds><vision_start> tokens <vision_end>`` block."""
@@ -218,5 +228,6 @@ class Qwen3VLAdapter(QwenVLAdapter):
 
     def _features_output(self, inputs: LLMInputs) -> BaseModelOutputWithPooling:
         return BaseModelOutputWithDeepstackFeatures(
-            pooler_output=(inputs.video_embeds,), deepstack_features=[(d,) for d in inputs.deepstack]
+            pooler_output=(inputs.video_embeds,),
+            deepstack_features=[(d,) if self.deepstack_split else d for d in inputs.deepstack],
         )
