@@ -84,10 +84,10 @@ def build_processor(family: str, tokenizer: PreTrainedTokenizerFast, max_side: i
     image_processor = tf.Qwen2VLImageProcessor(**common)
     if family == "qwen3_vl":  # its pixel budget is for the whole video: allow max_side for 8192 frames
         common["size"] = dict(size, longest_edge=max_side * max_side * 8192)
-        video_processor = tf.Qwen3VLVideoProcessor(**common, do_sample_frames=False)
+        video_processor = tf.Qwen3VLVideoProcessor(**common, do_sample_frames=False, cap_pixels_per_frame=False)
         processor_class = tf.Qwen3VLProcessor
     else:
-        video_processor = tf.Qwen2VLVideoProcessor(**common, do_sample_frames=False)
+        video_processor = tf.Qwen2VLVideoProcessor(**common, do_sample_frames=False, cap_pixels_per_frame=False)
         processor_class = tf.Qwen2_5_VLProcessor if family == "qwen2_5_vl" else tf.Qwen2VLProcessor
     return processor_class(
         image_processor=image_processor,

@@ -7,6 +7,7 @@ the interface below.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -141,6 +142,25 @@ class VideoAdapter(ABC):
         if eos is None:
             eos = self.processor.tokenizer.eos_token_id
         return set(eos if isinstance(eos, list) else [eos])
+
+    def layer_qk(
+        self, layer_index: int, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotated query [B, H, L, D] and key [B, H_kv, L, D] that decoder layer ``layer_index`` computes.
+
+        ``hidden_states`` [B, L, C] and ``position_embeddings`` (cos, sin) are the attention module's own
+        inputs (as a forward pre-hook on ``self_attn`` sees them). Works for the Llama-style attention of
+        every supported LLM (optional q/k norms, as in Qwen3), with the rotation of the layer's own module.
+        """
+        attention = self.decoder_layers[layer_index].self_attn
+        shape = (*hidden_states.shape[:-1], -1, attention.head_dim)
+        query = attention.q_proj(hidden_states).view(shape)
+        key = attention.k_proj(hidden_states).view(shape)
+        if hasattr(attention, "q_norm"):
+            query, key = attention.q_norm(query), attention.k_norm(key)
+        apply_rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb
+        cos, sin = position_embeddings
+        return apply_rotary(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
 
     def new_cache(self) -> Cache:
         """An empty KV cache for one prompt; presses may prune its per-layer entries."""
