@@ -17,10 +17,15 @@ def make_video(num_frames: int = 12, seed: int = 0) -> Video:
 
 
 def stock_generate(qa: VideoQA, video: Video, question: str, max_new_tokens: int) -> list[int]:
-    """Plain model.generate on the processor inputs that ``ask`` uses."""
+    """Plain model.generate with stock SDPA on the processor inputs that ``ask`` uses."""
     inputs = qa.adapter.prepare(video, question)
     inputs.pop("timestamps")
-    out = qa.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    text_config = qa.model.config.get_text_config()
+    text_config._attn_implementation = "sdpa"
+    try:
+        out = qa.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    finally:
+        text_config._attn_implementation = "vidpress_sdpa"
     return out[0, inputs["input_ids"].shape[1]:].tolist()
 
 

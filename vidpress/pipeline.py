@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
+from vidpress.attention import use_per_layer_sdpa
 from vidpress.generation import greedy_decode, prefill, segment_bounds
 from vidpress.presses.base import Press, PressContext, as_press_list
 from vidpress.video import Video, load_video
@@ -65,6 +66,7 @@ class VideoQA:
 
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, encode_chunk_frames: int | None = None):
         self.adapter: VideoAdapter = adapter_for(model, processor)
+        use_per_layer_sdpa(model)
         self.model = model.eval()
         self.processor = processor
         self.encode_chunk_frames = encode_chunk_frames

@@ -8,9 +8,11 @@ is cut into ``k`` equal segments and the frame under each segment's centre is ke
 
     index_j = first + floor((2 j + 1) n / (2 k)),   j = 0 .. k - 1
 
-so ``k == n`` keeps every frame and ``k == 1`` keeps the middle one. ``k`` is ``num_frames``; or
-``round(n * fps / source_fps)`` (at least 1, at most ``n``) for a target ``fps``; or ``n``. ``max_frames``
-caps ``k`` in every mode, which for ``fps`` sampling means falling back to ``max_frames`` uniform frames.
+This is ``round(linspace(first + n/(2k) - 1/2, first + n - n/(2k) - 1/2, k))`` in frame-centre
+coordinates (frame ``i`` centred at ``i``, halves rounded up), in exact integer arithmetic; ``k == n``
+keeps every frame and ``k == 1`` the middle one. ``k`` is ``num_frames``; or ``n * fps / source_fps``
+rounded half up (at least 1, at most ``n``) for a target ``fps``; or ``n``. ``max_frames`` caps ``k`` in
+every mode, which for ``fps`` sampling means falling back to ``max_frames`` uniform frames.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import numpy as np
 
 from vidpress.video.types import FrameRequestError
 
-SEEK_MIN_GAP = 100
+SEEK_MIN_GAP = 120
 """Seek (to the keyframe before the next wanted frame) rather than decode forward when the next
-wanted frame is more than this many frames ahead. Seeking costs decoding from that keyframe, up to
-one keyframe interval (x264 uses 250 by default, most cameras and streaming encoders 30-120)."""
+wanted frame is more than this many frames ahead. A seek costs decoding from that keyframe: half a
+keyframe interval on average, and x264's default interval is 250 frames (most cameras and streaming
+encoders use 30-120), so past about 120 frames seeking is the faster way."""
 
 _EPS = 1e-6  # tolerance when turning seconds into frame positions
 

@@ -1,0 +1,52 @@
+"""SDPA attention that accepts a KV cache whose layers hold different numbers of entries.
+
+Stock transformers builds one causal mask for all layers from the first layer's cache length. Presses that
+evict a different number of KV entries per layer (AdaReTaKe) or drop hidden states inside the decoder
+(LP-Comp) leave layers of different lengths, so the shared mask no longer fits. ``vidpress_sdpa`` is the
+stock SDPA attention, given the stock mask whenever it fits the layer, and otherwise the causal mask of the
+layer's own length (batch size 1, no padding: query i sees every cached key up to its own position).
+Where every layer has the same length it passes everything through unchanged, so outputs stay identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
+
+NAME = "vidpress_sdpa"
+
+
+def bottom_right_causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
+    """Bool [1, 1, q, k]: query i (the last q of k positions) sees keys 0 .. k - q + i."""
+    rows = torch.arange(query_length, device=device).unsqueeze(1) + (key_length - query_length)
+    return (torch.arange(key_length, device=device).unsqueeze(0) <= rows).view(1, 1, query_length, key_length)
+
+
+def per_layer_sdpa(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Stock SDPA attention with a causal mask that fits this layer's key length."""
+    query_length, key_length = query.shape[2], key.shape[2]
+    fits = attention_mask is None or attention_mask.shape[-1] == key_length
+    if not fits or (attention_mask is None and 1 < query_length < key_length):
+        attention_mask = bottom_right_causal_mask(query_length, key_length, query.device)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(NAME, per_layer_sdpa)
+AttentionMaskInterface.register(NAME, sdpa_mask)
+
+
+def use_per_layer_sdpa(model: PreTrainedModel) -> None:
+    """Switch the LLM of ``model`` from SDPA to ``vidpress_sdpa`` (other implementations are left alone)."""
+    text_config = model.config.get_text_config()
+    if text_config._attn_implementation == "sdpa":
+        text_config._attn_implementation = NAME
