@@ -6,6 +6,7 @@ tokens → segmented prefill with layer/kv presses → greedy decoding → Answe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from contextlib import contextmanager
@@ -148,10 +149,13 @@ class VideoQA:
                 video = video.select(kept)
 
         adapter = self.adapter
-        with timer("encode"):
+        context = PressContext(adapter=adapter, question=questions[0])
+        with timer("encode"), contextlib.ExitStack() as hooks:
+            for p in presses:
+                hooks.enter_context(p.encoder_hooks(context))
             prompts = [adapter.prepare(video, q) for q in questions]
             encoded = adapter.encode(prompts[0], self.encode_chunk_frames, progress=self._bar(progress, len(video), "encode"))
-        context = PressContext(adapter=adapter, question=questions[0], encoded=encoded)
+        context.encoded = encoded
         keep = torch.ones(encoded.features.shape[:2], dtype=torch.bool)
         for p in presses:
             keep = p.select_tokens(encoded, keep, context)

@@ -3,6 +3,7 @@
 Stages, in pipeline order (see DESIGN.md):
 
 - frame: ``select_frames(video)`` keeps some of the sampled frames before the vision encoder;
+- encoder: ``encoder_hooks(context)`` is entered around the vision encoder (modules added to the tower);
 - token: ``select_tokens(encoded, keep, context)`` keeps some visual tokens [T', N] after the encoder;
 - layer and kv: ``prefill_hooks(context)`` is entered around the LLM prefill (hooks on decoder layers),
   ``after_segment(segment, cache, context)`` runs after each prefill segment (e.g. to evict the KV entries
@@ -46,6 +47,10 @@ class Press:
     def select_frames(self, video: Video) -> torch.Tensor | None:
         """Indices [k] of the frames of ``video`` to keep, sorted; None keeps all."""
         return None
+
+    def encoder_hooks(self, context: PressContext) -> contextlib.AbstractContextManager:
+        """A context manager entered around the vision encoder (attach modules to the tower here)."""
+        return contextlib.nullcontext()
 
     def select_tokens(self, encoded: EncodedVideo, keep: torch.Tensor, context: PressContext) -> torch.Tensor:
         """Bool [T', N]: the visual tokens to keep, given ``keep`` [T', N] from the presses before."""
