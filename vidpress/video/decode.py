@@ -12,6 +12,7 @@ returns exactly the frames that decoding from the start returns.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import math
@@ -187,7 +188,7 @@ class PyAVDecoder(Decoder):
         # frontier: highest index decoded since the last seek. Once decoding reaches the end of the
         # data, every later wanted frame has been decoded (it is in ``ready``) or does not exist.
         frontier, ended = -1, False
-        for target, seek_first in zip(indices.tolist(), seek.tolist()):
+        for target, seek_first in zip(indices.tolist(), seek.tolist(), strict=True):
             if seek_first and not ended and target not in ready:
                 frames, frontier = self._seek(target), -1
             while target not in ready and not ended and frontier < target + REORDER_SLACK:
@@ -226,10 +227,9 @@ class PyAVDecoder(Decoder):
                 self.close()
                 self._open()
         else:
-            try:
+            # if seeking fails, decode on from here: indices come from timestamps, so none is mislabelled
+            with contextlib.suppress(av.FFmpegError):
                 self._container.seek(self._start + int(seconds / self._seconds_per_tick), stream=self._stream)
-            except av.FFmpegError:
-                pass  # decode on from here: indices come from timestamps, so no frame gets mislabelled
         self._at_start = False
         return self._decoded()
 
@@ -285,7 +285,7 @@ class OpenCVDecoder(Decoder):
     def read(self, indices: np.ndarray, size: tuple[int, int], seek: np.ndarray) -> Iterator[Decoded]:
         cv2, capture = self._cv2, self._capture
         position: int | None = 0  # index of the frame the next grab returns; None after a failure
-        for target, seek_first in zip(indices.tolist(), seek.tolist()):
+        for target, seek_first in zip(indices.tolist(), seek.tolist(), strict=True):
             if seek_first or position is None:
                 capture.set(cv2.CAP_PROP_POS_FRAMES, target)
                 self.seeks += 1
@@ -313,7 +313,7 @@ class _ImageSequenceDecoder(Decoder):
 
     def __init__(self, num_frames: int, fps: float, first_size: tuple[int, int]) -> None:
         if num_frames == 0:
-            raise EmptyVideoError(f"{self.source}: holds no frames")
+            raise EmptyVideoError(f"{self.source}: is empty")
         width, height = first_size
         self.info = SourceInfo(fps, num_frames, num_frames / fps, width, height)
 
@@ -353,13 +353,13 @@ class ImageFolderDecoder(_ImageSequenceDecoder):
             (file for file in folder.iterdir() if file.suffix.lower() in IMAGE_EXTENSIONS and file.is_file()),
             key=lambda file: natural_key(file.name),
         )
-        first_size = (0, 0)
-        if self._files:
-            try:
-                with Image.open(self._files[0]) as image:
-                    first_size = image.size
-            except OSError as error:
-                raise VideoDecodeError(f"{self._files[0]}: cannot read the first frame ({error})") from None
+        if not self._files:
+            raise EmptyVideoError(f"{folder}: holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        try:
+            with Image.open(self._files[0]) as image:
+                first_size = image.size
+        except OSError as error:
+            raise VideoDecodeError(f"{self._files[0]}: cannot read the first frame ({error})") from None
         super().__init__(len(self._files), fps, first_size)
 
     def _load(self, index: int, size: tuple[int, int]) -> np.ndarray:
@@ -433,11 +433,12 @@ def open_decoder(
 
 def _backend(name: str | None) -> type[Decoder]:
     classes = {"pyav": PyAVDecoder, "opencv": OpenCVDecoder}
+    packages = {"pyav": "av", "opencv": "opencv-python-headless"}
     if name is not None and name not in classes:
         raise ValueError(f"unknown backend {name!r}; choose from {sorted(classes)}")
     available = available_backends()
     if name is None and not available:
-        raise VideoError("no video backend: install av (PyAV) or opencv-python-headless")
+        raise VideoError("no video backend: pip install av (or opencv-python-headless)")
     if name is not None and name not in available:
-        raise VideoError(f"backend {name!r} is not installed: pip install {'av' if name == 'pyav' else 'opencv-python-headless'}")
+        raise VideoError(f"backend {name!r} is not installed: pip install {packages[name]}")
     return classes[name or available[0]]

@@ -163,7 +163,7 @@ def _video(decoder: Decoder, items: list[Decoded], skipped: list[int]) -> Video:
         warnings.warn(
             f"{decoder.source}: {len(skipped)} frame(s) failed to decode and were left out: {_preview(skipped)}",
             SkippedFramesWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     info = decoder.info
     return Video(

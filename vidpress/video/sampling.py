@@ -67,7 +67,8 @@ class Sampling:
         stop = num_source_frames if self.end is None else math.ceil(self.end * source_fps - _EPS)
         window = range(first, min(stop, num_source_frames))
         if not window:
-            raise FrameRequestError(f"no frame lies between start={start} s and end={self.end} s")
+            end = duration if self.end is None else self.end
+            raise FrameRequestError(f"no frame lies between start={start} s and end={end} s")
         return window
 
     def count(self, available: int, source_fps: float) -> int:
