@@ -26,9 +26,16 @@ from vidpress.video import (
     decode,
     iter_video_chunks,
     load_video,
-    uniform_indices,
 )
+from vidpress.functional import uniform_indices as _uniform
 from vidpress.video.write import write_video
+
+
+
+def uniform_indices(first: int, available: int, count: int) -> np.ndarray:
+    """Source indices of ``count`` frames sampled uniformly from ``first .. first + available - 1``."""
+    return first + _uniform(available, count).numpy()
+
 
 FPS = 25
 NUM_FRAMES = 100

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -211,14 +211,18 @@ class VideoQA:
             return video
         if num_frames is None and fps is None:
             fps, max_frames = DEFAULT_FPS, max_frames or DEFAULT_MAX_FRAMES
-        return load_video(video, num_frames=num_frames, fps=fps, max_frames=max_frames, max_side=max_side)
+        return load_video(
+            video, num_frames=num_frames, fps=fps, max_frames=max_frames, max_side=max_side,
+            progress=self._bar(progress, num_frames, "decode"),
+        )
 
     @staticmethod
-    def _bar(enabled: bool, total: int, description: str):
+    def _bar(enabled: bool, total: int | None, description: str) -> Callable[[int], None] | None:
+        """A progress callback taking the number of frames done so far (a tqdm bar), or None."""
         if not enabled:
             return None
         bar = tqdm(total=total, desc=description, unit="frame", leave=False)
-        return bar.update
+        return lambda done: bar.update(done - bar.n)
 
     def _with_question(self, encoded: EncodedVideo, prompt, keep: torch.Tensor) -> LLMInputs:
         """LLM inputs of another question on the same video (same prefix, its own question tokens)."""

@@ -186,7 +186,10 @@ class VideoAdapter(ABC):
 
     @abstractmethod
     def encode(self, inputs: BatchFeature, chunk_frames: int | None = None, progress=None) -> EncodedVideo:
-        """Visual tokens of the prompt's video, encoded ``chunk_frames`` frames at a time."""
+        """Visual tokens of the prompt's video, encoded ``chunk_frames`` frames at a time.
+
+        ``progress``, when given, is called with the number of frames encoded so far.
+        """
 
     @abstractmethod
     def build_inputs(self, encoded: EncodedVideo, video_keep: torch.Tensor | None = None) -> LLMInputs:

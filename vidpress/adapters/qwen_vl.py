@@ -105,7 +105,7 @@ class QwenVLAdapter(VideoAdapter):
             features.append(torch.cat(out.pooler_output))
             deepstack.append([self._deepstack_tensor(d) for d in getattr(out, "deepstack_features", None) or []])
             if progress is not None:
-                progress(int(chunk_grid[0, 0]) * self.temporal_patch_size)
+                progress(sum(len(f) for f in features) // (grid[1] * grid[2]) * self.temporal_patch_size)
         features = torch.cat(features).view(t, grid[1] * grid[2], -1)
         deepstack = [torch.cat(layer).view(t, grid[1] * grid[2], -1) for layer in zip(*deepstack)]
         input_ids = inputs["input_ids"]

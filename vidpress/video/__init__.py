@@ -2,7 +2,6 @@
 
 from vidpress.video.decode import available_backends
 from vidpress.video.load import iter_video_chunks, load_video
-from vidpress.video.sampling import uniform_indices
 from vidpress.video.types import (
     EmptyVideoError,
     FrameRequestError,
@@ -26,5 +25,4 @@ __all__ = [
     "available_backends",
     "iter_video_chunks",
     "load_video",
-    "uniform_indices",
 ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidpress.functional.uniform import uniform_indices
 from vidpress.video.types import FrameRequestError
 
 SEEK_MIN_GAP = 120
@@ -88,7 +89,7 @@ class Sampling:
     def indices(self, num_source_frames: int, source_fps: float, duration: float) -> np.ndarray:
         """Source frame indices to decode, int64 [K], increasing."""
         window = self.window(num_source_frames, source_fps, duration)
-        return uniform_indices(window.start, len(window), self.count(len(window), source_fps))
+        return window.start + uniform_indices(len(window), self.count(len(window), source_fps)).numpy()
 
     def _where(self) -> str:
         if self.start is None and self.end is None:
@@ -100,12 +101,6 @@ def check_positive_int(name: str, value: int | None) -> None:
     """Raise FrameRequestError unless ``value`` is None or an integer > 0."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0):
         raise FrameRequestError(f"{name} must be a positive integer, got {value!r}")
-
-
-def uniform_indices(first: int, available: int, count: int) -> np.ndarray:
-    """Centres of ``count`` equal segments of frames ``first .. first + available - 1``, int64 [count]."""
-    segments = 2 * np.arange(count, dtype=np.int64) + 1
-    return first + segments * available // (2 * count)
 
 
 def seek_plan(indices: np.ndarray, seek: bool | None, min_gap: int = SEEK_MIN_GAP) -> np.ndarray:
