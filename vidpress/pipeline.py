@@ -32,7 +32,7 @@ DEFAULT_MAX_FRAMES = 256
 class AnswerStats:
     """What one answer cost and what the presses kept."""
 
-    frames_sampled: int = 0
+    frames_sampled: int = 0  # decoded from the video; visual_tokens_before is what they would cost
     frames_kept: int = 0
     kept_frames: list[int] = field(default_factory=list)
     visual_tokens_before: int = 0
@@ -190,7 +190,7 @@ class VideoQA:
                 frames_sampled=frames_sampled,
                 frames_kept=len(kept_frames),
                 kept_frames=kept_frames,
-                visual_tokens_before=keep.numel(),
+                visual_tokens_before=-(-frames_sampled // adapter.temporal_patch_size) * keep.shape[1],
                 visual_tokens_after=int(keep.sum()),
                 llm_input_length=len(question_inputs),
                 kv_length_per_layer=kv_lengths,
