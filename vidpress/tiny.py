@@ -97,7 +97,15 @@ def build_processor(family: str, tokenizer: PreTrainedTokenizerFast, max_side: i
     )
 
 
-def build_config(family: str, tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 64, num_layers: int = 4):
+def build_config(
+    family: str,
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 4,
+    vision_hidden_size: int = 32,
+    vision_depth: int = 2,
+):
     """A tiny config of ``family`` whose special token ids match ``tokenizer``."""
     import transformers as tf
 
@@ -125,18 +133,27 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast, *, hidden_size
         bos_token_id=None,
         initializer_range=0.2,
     )
-    vision = dict(depth=2, hidden_size=32, num_heads=2, temporal_patch_size=2, spatial_merge_size=2, in_channels=3)
+    vision = dict(
+        depth=vision_depth, hidden_size=vision_hidden_size, num_heads=2, temporal_patch_size=2, spatial_merge_size=2,
+        in_channels=3,
+    )
     if family == "qwen3_vl":
         rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [half - 2 * (half // 4), half // 4, half // 4], "mrope_interleaved": True}
-        vision.update(patch_size=16, intermediate_size=64, out_hidden_size=hidden_size, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+        vision.update(
+            patch_size=16, intermediate_size=2 * vision_hidden_size, out_hidden_size=hidden_size,
+            num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
+        )
         text.update(head_dim=head_dim, rope_parameters=rope)
         return tf.Qwen3VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=True)
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]}
     text.update(rope_parameters=rope)
     if family == "qwen2_5_vl":
-        vision.update(patch_size=14, intermediate_size=64, out_hidden_size=hidden_size, window_size=56, fullatt_block_indexes=[1], tokens_per_second=2)
+        vision.update(
+            patch_size=14, intermediate_size=2 * vision_hidden_size, out_hidden_size=hidden_size, window_size=56,
+            fullatt_block_indexes=[vision_depth - 1], tokens_per_second=2,
+        )
         return tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=True)
-    vision.update(patch_size=14, embed_dim=32, mlp_ratio=2, hidden_size=hidden_size)
+    vision.update(patch_size=14, embed_dim=vision_hidden_size, mlp_ratio=2, hidden_size=hidden_size)
     return tf.Qwen2VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=True)
 
 

@@ -1,0 +1,179 @@
+"""Train vidpress-tiny from scratch on the synthetic suite (seeded), evaluate it, and save it.
+
+    python scripts/train_tiny_model.py --minutes 8 --output vidpress/assets/vidpress-tiny
+
+A small Qwen2.5-VL (the stock transformers class) with a tokenizer trained on the suite's language learns
+to answer needle, counting, ordering, localisation and multi-hop questions from 112x112 frames (16 visual
+tokens per 2 frames). Training data are generated on the fly in DataLoader workers; the evaluation runs the
+saved checkpoint through VideoQA at 256 frames and writes the accuracy per task as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vidpress import Video, VideoQA
+from vidpress.adapters import adapter_for
+from vidpress.synth import TASKS, make_sample, prompt, synth_vocabulary_corpus
+from vidpress.tiny import DEFAULT_CORPUS, build_config, build_processor, build_tokenizer
+
+TRAIN_LENGTHS = (64, 128, 256)
+
+
+def sample_video(sample) -> Video:
+    """The synthetic sample as a Video (frames rendered in memory)."""
+    frames = sample.array()
+    count = len(frames)
+    return Video(
+        frames=frames,
+        timestamps=np.arange(count) / sample.fps,
+        frame_indices=np.arange(count),
+        fps=sample.fps,
+        duration=count / sample.fps,
+        path=None,
+        metadata={},
+    )
+
+
+def training_example(adapter, sample) -> dict[str, torch.Tensor]:
+    """Processor inputs of the question prompt followed by the answer letter and EOS; labels on the answer only."""
+    inputs = adapter.prepare(sample_video(sample), prompt(sample))
+    inputs.pop("timestamps")
+    tokenizer = adapter.processor.tokenizer
+    answer = tokenizer(sample.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    prompt_ids = inputs["input_ids"][0]
+    inputs["input_ids"] = torch.cat([prompt_ids, torch.tensor(answer)])[None]
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"][0], torch.zeros(len(answer), dtype=torch.long)])[None]
+    inputs["labels"] = torch.cat([torch.full_like(prompt_ids, -100), torch.tensor(answer)])[None]
+    return dict(inputs)
+
+
+def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad the token fields; concatenate the video fields."""
+    length = max(e["input_ids"].shape[1] for e in examples)
+    pads = {"input_ids": pad_id, "attention_mask": 0, "mm_token_type_ids": 0, "labels": -100}
+    batch = {
+        key: torch.cat([torch.nn.functional.pad(e[key], (0, length - e[key].shape[1]), value=value) for e in examples])
+        for key, value in pads.items()
+    }
+    for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
+        batch[key] = torch.cat([e[key] for e in examples])
+    return batch
+
+
+class SynthStream(IterableDataset):
+    """Endless batches of same-length synthetic questions, different per worker and seed."""
+
+    def __init__(self, adapter, batch_size: int, seed: int):
+        self.adapter, self.batch_size, self.seed = adapter, batch_size, seed
+
+    def __iter__(self):
+        torch.set_num_threads(1)
+        worker = get_worker_info()
+        rng = random.Random(self.seed * 1000 + (worker.id if worker else 0))
+        pad_id = self.adapter.processor.tokenizer.pad_token_id
+        while True:
+            length = rng.choice(TRAIN_LENGTHS)
+            samples = [make_sample(rng.choice(TASKS), length, seed=rng.randrange(2**31)) for _ in range(self.batch_size)]
+            yield collate([training_example(self.adapter, s) for s in samples], pad_id)
+
+
+def evaluate(qa: VideoQA, num_frames: int, per_task: int, seed: int) -> dict[str, float]:
+    """Accuracy per task on held-out seeds (never drawn in training: seeds >= 2**31)."""
+    accuracy = {}
+    for index, task in enumerate(TASKS):
+        correct = 0
+        for k in range(per_task):
+            sample = make_sample(task, num_frames, seed=2**31 + seed * 100_000 + index * 1000 + k)
+            answer = qa.ask(sample_video(sample), prompt(sample), max_new_tokens=2)
+            correct += answer.text[:1] == sample.answer
+        accuracy[task] = correct / per_task
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=Path("vidpress/assets/vidpress-tiny"))
+    parser.add_argument("--minutes", type=float, default=8.0, help="training time budget")
+    parser.add_argument("--max-steps", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--eval-per-task", type=int, default=40)
+    parser.add_argument("--eval-frames", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="continue from this saved checkpoint")
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    if args.init:  # continue training a saved checkpoint
+        processor = AutoProcessor.from_pretrained(args.init)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32, attn_implementation="sdpa")
+    else:
+        tokenizer = build_tokenizer(DEFAULT_CORPUS + synth_vocabulary_corpus(), vocab_size=640)
+        processor = build_processor("qwen2_5_vl", tokenizer, max_side=112)
+        config = build_config("qwen2_5_vl", tokenizer, hidden_size=args.hidden_size, num_layers=args.layers,
+                              vision_hidden_size=128, vision_depth=4)
+        config.get_text_config().initializer_range = 0.02
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
+    model.to(device)
+    adapter = adapter_for(model, processor)
+    loader = DataLoader(SynthStream(adapter, args.batch_size, args.seed), batch_size=None, num_workers=args.workers,
+                        prefetch_factor=4 if args.workers else None, persistent_workers=bool(args.workers))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    deadline = time.monotonic() + args.minutes * 60
+    estimated_steps = args.max_steps
+    log = []
+    model.train()
+    start = time.monotonic()
+    for step, batch in enumerate(loader):
+        if step >= args.max_steps or time.monotonic() > deadline:
+            break
+        if step == 50:  # estimate the steps that fit in the budget, for the cosine schedule
+            estimated_steps = min(args.max_steps, int(50 * args.minutes * 60 / (time.monotonic() - start)))
+        progress = min(1.0, step / max(1, estimated_steps))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 50 == 0:
+            log.append({"step": step, "loss": loss.item(), "lr": lr, "seconds": time.monotonic() - start})
+            print(json.dumps(log[-1]), flush=True)
+    model.eval()
+    args.output.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(args.output)
+    processor.save_pretrained(args.output)
+
+    qa = VideoQA.from_pretrained(args.output, device=device, dtype=torch.float32)
+    accuracy = evaluate(qa, args.eval_frames, args.eval_per_task, args.seed)
+    report = {"steps": step, "final_loss": log[-1]["loss"] if log else None, "eval_frames": args.eval_frames,
+              "eval_per_task": args.eval_per_task, "accuracy": accuracy, "chance": 0.25, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "log": log}
+    (args.output / "training_report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({"accuracy": accuracy, "steps": step}))
+
+
+if __name__ == "__main__":
+    main()
