@@ -34,11 +34,15 @@ def test_ask_reports_a_bad_video(tiny_checkpoints, tmp_path):
     assert "bad.mp4" in result.output
 
 
-def test_demo_runs_offline():
-    result = runner.invoke(app, ["demo", "--frames", "16", "--press", "uniform", "--press-arg", "num_frames=8"])
+def test_demo_runs_offline_and_writes_a_report(tmp_path):
+    page = tmp_path / "run.html"
+    result = runner.invoke(app, ["demo", "--frames", "16", "--press", "uniform", "--press-arg", "num_frames=8",
+                                 "--report", str(page)])
     assert result.exit_code == 0, result.output
-    assert "untrained" in result.output and "Answer:" in result.output and "ground_truth" in result.output
+    assert "Model:" in result.output and "Answer:" in result.output and "ground_truth" in result.output
     assert "8 of 16 frames" in result.output
+    text = page.read_text()
+    assert text.count("<img") == 16 and text.count("#2a2") == 8
 
 
 def test_presses_lists_uniform():

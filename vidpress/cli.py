@@ -108,13 +108,14 @@ def demo(
     family: Annotated[str, typer.Option(help="Tiny model family: qwen2_vl, qwen2_5_vl, qwen3_vl.")] = "qwen2_5_vl",
     seed: Annotated[int, typer.Option(help="Seed of the generated video and question.")] = 0,
     output: Annotated[Optional[Path], typer.Option(help="Also write the generated video here (mp4).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write an HTML page of the sampled and kept frames.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Offline demo: a generated needle video, a question, and the embedded default model."""
     from vidpress.demo import run_demo
 
     presses = build_presses(press, press_arg)
-    result = run_demo(presses, num_frames=frames, family=family, seed=seed, output=output)
+    result = run_demo(presses, num_frames=frames, family=family, seed=seed, output=output, report=report)
     if not as_json:
         console.print(f"[yellow]{result['model_note']}[/yellow]")
         console.print(f"[bold]Question:[/bold] {result['question']}")
