@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidpress import Video, VideoQA
 from vidpress.adapters import adapter_for
+from vidpress.fast import enable_fast_vision
 from vidpress.synth import TASKS, make_sample, prompt, synth_vocabulary_corpus
 from vidpress.tiny import DEFAULT_CORPUS, build_config, build_processor, build_tokenizer
 
@@ -133,6 +134,7 @@ def main() -> None:
         config.get_text_config().initializer_range = 0.02
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
     model.to(device)
+    enable_fast_vision(model)  # batched window attention: the stock encoder loops over windows in Python
     adapter = adapter_for(model, processor)
     loader = DataLoader(SynthStream(adapter, args.batch_size, args.seed), batch_size=None, num_workers=args.workers,
                         prefetch_factor=4 if args.workers else None, persistent_workers=bool(args.workers))
@@ -158,7 +160,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step % 50 == 0:
+        if step % 50 == 0 or step < 5:
             log.append({"step": step, "loss": loss.item(), "lr": lr, "seconds": time.monotonic() - start})
             print(json.dumps(log[-1]), flush=True)
     model.eval()
@@ -167,6 +169,7 @@ def main() -> None:
     processor.save_pretrained(args.output)
 
     qa = VideoQA.from_pretrained(args.output, device=device, dtype=torch.float32)
+    enable_fast_vision(qa.model)
     accuracy = evaluate(qa, args.eval_frames, args.eval_per_task, args.seed)
     report = {"steps": step, "final_loss": log[-1]["loss"] if log else None, "eval_frames": args.eval_frames,
               "eval_per_task": args.eval_per_task, "accuracy": accuracy, "chance": 0.25, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -130,8 +130,24 @@ def presses() -> None:
     table = Table("name", "class", "stages", "parameters")
     for name, cls in sorted(PRESSES.items()):
         params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
-        table.add_row(name, cls.__name__, ",".join(cls.stages), params)
+        stages = cls.stages if isinstance(cls.stages, tuple) else ("composite",)
+        table.add_row(name, cls.__name__, ",".join(stages), params)
     console.print(table)
+
+
+def _register_commands() -> None:
+    """Commands whose code lives in their own modules (imported lazily when they run)."""
+    from vidpress.bench_cli import bench_command
+    from vidpress.eval_cli import eval_command, plot_command
+    from vidpress.train_cli import train_app
+
+    app.command("bench")(bench_command)
+    app.command("eval")(eval_command)
+    app.command("plot")(plot_command)
+    app.add_typer(train_app, name="train")
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -52,6 +52,8 @@ def prefill(
             stack.enter_context(press.prefill_hooks(context))
         for start, end, is_video in segments:
             segment = inputs.slice(start, end)
+            for press in presses:
+                press.before_segment(segment, context, is_video=is_video)
             logits = adapter.forward(segment, cache)
             for press in presses:
                 press.after_segment(segment, cache, context, is_video=is_video)

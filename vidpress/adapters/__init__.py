@@ -5,9 +5,11 @@ from __future__ import annotations
 from transformers import PreTrainedModel, ProcessorMixin
 
 from vidpress.adapters.base import EncodedVideo, LLMInputs, VideoAdapter
+from vidpress.adapters.internvl import InternVLAdapter
+from vidpress.adapters.llava_onevision import LlavaOnevisionAdapter
 from vidpress.adapters.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 
-ADAPTERS: tuple[type[VideoAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter)
+ADAPTERS: tuple[type[VideoAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, InternVLAdapter)
 
 
 def adapter_for(model: PreTrainedModel, processor: ProcessorMixin) -> VideoAdapter:

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 
+from vidpress.presses.adaretake import AdaReTaKePress
 from vidpress.presses.base import Press, PressContext, as_press_list
+from vidpress.presses.dpselect import DPSelectPress
+from vidpress.presses.lpcomp import LPCompPress
+from vidpress.presses.pivotkv import PivotKVPress
+from vidpress.presses.pvc import PVCPress
+from vidpress.presses.qccomp import QCCompPress
+from vidpress.presses.retake import ReTaKePress
+from vidpress.presses.tome import ToMePress
 from vidpress.presses.uniform import UniformFramePress
+from vidpress.presses.xcomp import XCompPress
 
 PRESSES: dict[str, type[Press]] = {
     "uniform": UniformFramePress,
+    "dpselect": DPSelectPress,
+    "pivotkv": PivotKVPress,
+    "adaretake": AdaReTaKePress,
+    "retake": ReTaKePress,
+    "tome": ToMePress,
+    "qccomp": QCCompPress,
+    "lpcomp": LPCompPress,
+    "xcomp": XCompPress,
+    "pvc": PVCPress,
 }
 
 
@@ -32,7 +51,8 @@ def _parse(text: str, hint) -> object:
     """Convert a CLI string to the field's type (int, float, bool, str, tuples, or None)."""
     if text.lower() == "none":
         return None
-    options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = [t for t in typing.get_args(hint) if t is not type(None)] if is_union else [hint]
     for option in options:
         origin = typing.get_origin(option) or option
         try:
@@ -50,4 +70,20 @@ def _parse(text: str, hint) -> object:
     raise ValueError(f"cannot read {text!r} as {hint}")
 
 
-__all__ = ["PRESSES", "Press", "PressContext", "UniformFramePress", "as_press_list", "press_from_name"]
+__all__ = [
+    "PRESSES",
+    "AdaReTaKePress",
+    "DPSelectPress",
+    "LPCompPress",
+    "PVCPress",
+    "PivotKVPress",
+    "Press",
+    "PressContext",
+    "QCCompPress",
+    "ReTaKePress",
+    "ToMePress",
+    "UniformFramePress",
+    "XCompPress",
+    "as_press_list",
+    "press_from_name",
+]

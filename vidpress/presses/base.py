@@ -6,8 +6,9 @@ Stages, in pipeline order (see DESIGN.md):
 - encoder: ``encoder_hooks(context)`` is entered around the vision encoder (modules added to the tower);
 - token: ``select_tokens(encoded, keep, context)`` keeps some visual tokens [T', N] after the encoder;
 - layer and kv: ``prefill_hooks(context)`` is entered around the LLM prefill (hooks on decoder layers),
-  ``after_segment(segment, cache, context)`` runs after each prefill segment (e.g. to evict the KV entries
-  of a video chunk), and ``chunk_frames`` asks for the video to be prefilled in chunks of that many frames.
+  ``before_segment(segment, context)`` and ``after_segment(segment, cache, context)`` run around each
+  prefill segment (e.g. to evict the KV entries of a video chunk), and ``chunk_frames`` asks for the video
+  to be prefilled in chunks of that many frames.
 
 Presses compose: a list applies stage by stage, each frame or token press seeing what the previous kept.
 """
@@ -28,13 +29,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class PressContext:
-    """What a press may read while it runs: the adapter, the question and a dict for its statistics."""
+    """What a press may read while it runs: the adapter, the question and a dict for its statistics.
+
+    ``pivot_mask`` [T', N] bool marks the visual tokens a token-stage press chose as pivots (DPSelect's peaks),
+    for a later kv-stage press of the same list to protect (PivotKV); None when no press set it.
+    """
 
     adapter: VideoAdapter
     question: str
     encoded: EncodedVideo | None = None
     inputs: LLMInputs | None = None
     stats: dict = field(default_factory=dict)
+    pivot_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -59,6 +65,9 @@ class Press:
     def prefill_hooks(self, context: PressContext) -> contextlib.AbstractContextManager:
         """A context manager entered around the whole prefill (install layer hooks here)."""
         return contextlib.nullcontext()
+
+    def before_segment(self, segment: LLMInputs, context: PressContext, *, is_video: bool) -> None:
+        """Called before each prefill segment is run (e.g. to tell layer hooks which segment they see)."""
 
     def after_segment(self, segment: LLMInputs, cache: Cache, context: PressContext, *, is_video: bool) -> None:
         """Called after each prefill segment (text before the video, each video chunk, the question)."""

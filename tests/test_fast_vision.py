@@ -1,0 +1,144 @@
+"""The batched vision attention equals the stock per-segment loop, with far fewer SDPA calls."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+import transformers as tf
+
+from vidpress.fast import NAME, disable_fast_vision, enable_fast_vision, fast_vision, packed_sdpa, segment_groups
+from vidpress.tiny import build_config, build_tiny, build_tokenizer
+from tests.helpers import random_frames
+
+SDPA = "torch.nn.functional.scaled_dot_product_attention"
+# Several videos in one call, of sizes that give full, edge and corner windows (and an exact multiple
+# of the window, whose padding window is empty) in Qwen2.5-VL's windowed blocks.
+GRIDS = [[2, 10, 14], [1, 8, 8], [3, 6, 12]]
+
+
+def windowed_qwen2_5_vl() -> tf.Qwen2_5_VLForConditionalGeneration:
+    """A tiny Qwen2.5-VL whose encoder has 4 x 4-token windows (8 x 8 patches), two windowed and two full blocks."""
+    config = build_config("qwen2_5_vl", build_tokenizer())
+    vision = config.vision_config
+    vision.depth, vision.fullatt_block_indexes, vision.window_size = 4, [1, 3], 112
+    torch.manual_seed(0)
+    model = tf.Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def encoders() -> dict[str, torch.nn.Module]:
+    models = {family: build_tiny(family)[0] for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")}
+    models["qwen2_5_vl_windows"] = windowed_qwen2_5_vl()
+    return models
+
+
+def video_features(model, grids: list[list[int]]) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    """(merged features, deepstack features, number of SDPA calls) of random pixels on ``grids``."""
+    vision = model.config.vision_config
+    row = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    grid = torch.tensor(grids)
+    pixels = torch.randn(int(grid.prod(1).sum()), row, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), mock.patch(SDPA, wraps=torch.nn.functional.scaled_dot_product_attention) as sdpa:
+        out = model.model.get_video_features(pixels, grid)
+    deepstack = getattr(out, "deepstack_features", None) or []
+    deepstack = [torch.cat(d) if isinstance(d, (tuple, list)) else d for d in deepstack]
+    return torch.cat(out.pooler_output), deepstack, sdpa.call_count
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_vl_windows"])
+@pytest.mark.parametrize("grids", [[[4, 10, 14]], GRIDS], ids=["one_video", "mixed_sizes"])
+def test_fast_vision_equals_stock_encoder(encoders, name, grids):
+    model = encoders[name]
+    stock, stock_deepstack, stock_calls = video_features(model, grids)
+    with fast_vision(model) as on:
+        assert on
+        fast, fast_deepstack, fast_calls = video_features(model, grids)
+    torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
+    assert len(fast_deepstack) == len(stock_deepstack)
+    for a, b in zip(fast_deepstack, stock_deepstack):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert fast_calls < stock_calls
+
+
+def test_windowed_encoder_makes_one_call_per_window_length(encoders):
+    model = encoders["qwen2_5_vl_windows"]
+    # One 10 x 14 patch grid = 5 x 7 merged tokens: windows of 4x4, 4x3, 1x4 and 1x3 merged tokens.
+    *_, stock_calls = video_features(model, [[2, 10, 14]])
+    with fast_vision(model):
+        *_, fast_calls = video_features(model, [[2, 10, 14]])
+    windows_per_unit = 2 * 2
+    assert stock_calls == 2 * (2 * windows_per_unit) + 2 * 2  # 2 windowed blocks, 2 full blocks (per unit)
+    assert fast_calls == 2 * 4 + 2 * 1
+
+
+def test_segment_groups_gathers_equal_lengths():
+    groups = segment_groups(torch.tensor([0, 3, 5, 8, 8, 10], dtype=torch.int32))
+    assert [g.tolist() for g in groups] == [[[3, 4], [8, 9]], [[0, 1, 2], [5, 6, 7]]]
+
+
+def test_packed_sdpa_equals_per_segment_attention():
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, 3, 23, 8, generator=generator) for _ in range(3))
+    cu_seqlens = torch.tensor([0, 4, 9, 13, 18, 23])
+    expected = torch.cat([
+        torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], scale=0.3)
+        for a, b in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist())
+    ], dim=2).transpose(1, 2)
+    torch.testing.assert_close(packed_sdpa(query, key, value, cu_seqlens, scale=0.3), expected, rtol=1e-5, atol=1e-6)
+    whole = torch.nn.functional.scaled_dot_product_attention(query, key, value).transpose(1, 2)
+    torch.testing.assert_close(packed_sdpa(query, key, value, torch.tensor([0, 23])), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_switching_on_and_off(encoders):
+    model = encoders["qwen2_5_vl"]
+    vision = model.model.visual.config
+    with fast_vision(model):
+        assert vision._attn_implementation == NAME
+        assert model.config.get_text_config()._attn_implementation != NAME, "the LLM must keep its attention"
+    assert vision._attn_implementation == "sdpa"
+    assert enable_fast_vision(model) and enable_fast_vision(model)
+    disable_fast_vision(model)
+    assert vision._attn_implementation == "sdpa"
+    vision._attn_implementation = "eager"
+    try:
+        with fast_vision(model) as on:
+            assert not on and vision._attn_implementation == "eager"
+    finally:
+        vision._attn_implementation = "sdpa"
+    text_only = torch.nn.Linear(2, 2)
+    with fast_vision(text_only) as on:
+        assert not on, "a model without a Qwen-VL vision tower is left alone"
+
+
+def test_ask_with_fast_vision_gives_the_same_answer(tiny_qa):
+    qa = tiny_qa["qwen2_5_vl"]
+    video = list(random_frames(12, height=84, width=112))
+    expected = qa.ask(video, "What object appeared in the video?", max_new_tokens=8)
+    with fast_vision(qa.model):
+        answer = qa.ask(video, "What object appeared in the video?", max_new_tokens=8)
+    assert answer.token_ids == expected.token_ids
+
+
+def test_packed_sdpa_splits_large_batches():
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, 2, 40, 4, generator=generator) for _ in range(3))
+    cu_seqlens = torch.tensor([0, 4, 8, 12, 16, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40])
+    expected = packed_sdpa(query, key, value, cu_seqlens)
+    with mock.patch("vidpress.fast.vision.MAX_SEGMENTS_PER_CALL", 2), mock.patch(
+        SDPA, wraps=torch.nn.functional.scaled_dot_product_attention
+    ) as sdpa:
+        torch.testing.assert_close(packed_sdpa(query, key, value, cu_seqlens), expected)
+    assert sdpa.call_count == 3 + 5  # five 4-token segments in 3 calls, ten 2-token ones in 5
+
+
+def test_generate_with_fast_vision_gives_the_same_tokens(tiny_qa):
+    from tests.test_pipeline import QUESTION, make_video, stock_generate
+
+    qa = tiny_qa["qwen2_5_vl"]
+    video = make_video(seed=1)
+    expected = stock_generate(qa, video, QUESTION, 8)
+    with fast_vision(qa.model):
+        assert stock_generate(qa, video, QUESTION, 8) == expected

@@ -1,0 +1,359 @@
+"""PVC on tiny models: identity when untrained, causality, chunked = one-shot, token budget, save/load, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.helpers import random_frames
+from vidpress import Video, VideoQA, load_video
+from vidpress.presses.pvc import PVCPress
+from vidpress.pvc import (
+    PVC,
+    attach_pvc,
+    cell_slots,
+    load_pvc,
+    pooling_grid,
+    pvc_for_model,
+    pvc_image_frames,
+    save_pvc,
+    vision_tower,
+)
+
+QUESTION = "What object appeared in the video?"
+
+
+def make_video(num_frames: int = 8, seed: int = 0) -> Video:
+    """Frames of 112 x 112 pixels: a 4 x 4 grid of merged tokens per unit, in 2 x 2 attention windows (Qwen2.5-VL)."""
+    return load_video(list(random_frames(num_frames, 112, 112, seed=seed)), source_fps=4.0)
+
+
+def trained_like(pvc: PVC, seed: int = 0) -> PVC:
+    """Give every parameter of ``pvc`` (zero gates and modulation included) random non-zero values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in pvc.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    return pvc
+
+
+def tower_features(qa: VideoQA, inputs, pvc: PVC | None = None) -> torch.Tensor:
+    """[T', N, D] merged features of the video in ``inputs``, in one tower call (with ``pvc`` attached if given)."""
+    adapter = qa.adapter
+    call = lambda: adapter.inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    with torch.no_grad():
+        if pvc is None:
+            out = call()
+        else:
+            with attach_pvc(vision_tower(qa.model), pvc, stream=False):
+                out = call()
+    units = int(inputs["video_grid_thw"][0, 0])
+    return torch.cat(out.pooler_output).view(units, -1, out.pooler_output[0].shape[-1])
+
+
+@pytest.fixture(scope="module")
+def qa25(tiny_qa) -> VideoQA:
+    return tiny_qa["qwen2_5_vl"]
+
+
+# -- the compressor's grid and slots --------------------------------------------------------------------------
+@pytest.mark.parametrize(("height", "width", "budget", "expected"), [
+    (9, 16, 64, (8, 8)), (6, 20, 64, (4, 16)), (4, 4, 64, (4, 4)), (16, 9, 8, (4, 2)), (3, 5, 15, (3, 5)), (2, 3, 2, (1, 2)),
+])
+def test_pooling_grid(height, width, budget, expected):
+    assert pooling_grid(height, width, budget) == expected
+
+
+def test_pooling_grid_without_a_layout_is_an_error():
+    with pytest.raises(ValueError, match="cannot be laid out"):
+        pooling_grid(2, 3, 5)
+
+
+@pytest.mark.parametrize(("height", "width"), [(4, 4), (9, 16), (5, 7), (18, 32)])
+def test_cell_slots_are_distinct_cell_centres(height, width):
+    for rows in range(1, height + 1):
+        for cols in range(1, width + 1):
+            slots = cell_slots(height, width, rows, cols)
+            assert len(set(slots.tolist())) == rows * cols == len(slots)
+            assert slots.tolist() == sorted(slots.tolist()), "slots must follow the pooled cells' raster order"
+    assert cell_slots(4, 4, 2, 2).tolist() == [0 * 4 + 0, 0 * 4 + 2, 2 * 4 + 0, 2 * 4 + 2]
+    assert cell_slots(3, 3, 1, 1).tolist() == [4]
+
+
+def test_sinusoidal_time_embedding():
+    from vidpress.pvc import sinusoidal_embedding
+
+    embedding = sinusoidal_embedding(torch.tensor([0.0, 1.0, 3.0]))
+    assert embedding.shape == (3, 256) and embedding.dtype == torch.float32
+    assert torch.equal(embedding[0], torch.cat([torch.ones(128), torch.zeros(128)]))
+    torch.testing.assert_close(embedding[1, [0, 128]], torch.tensor([torch.cos(torch.tensor(1.0)), torch.sin(torch.tensor(1.0))]))
+    assert not torch.allclose(embedding[1], embedding[2])
+
+
+# -- the encoder stage ------------------------------------------------------------------------------------------
+def test_window_order_is_the_same_in_every_unit(qa25):
+    """The hooks rely on it: token j of every temporal unit is the same spatial position inside the blocks."""
+    from transformers.vision_utils import get_vision_window_index
+
+    visual = vision_tower(qa25.model)
+    grid = torch.tensor([[3, 8, 12]])
+    index, _ = get_vision_window_index(grid, visual.spatial_merge_size, visual.window_size, visual.patch_size)
+    per_unit = index.view(3, -1) - torch.arange(3)[:, None] * (8 * 12 // 4)
+    assert torch.equal(per_unit, per_unit[:1].expand_as(per_unit))
+    assert not torch.equal(per_unit[0], torch.arange(per_unit.shape[1])), "degenerate test: no window permutation"
+
+
+def test_untrained_pvc_is_identity_on_the_tower(tiny_qa, family):
+    qa = tiny_qa[family]
+    inputs = qa.adapter.prepare(make_video(8), QUESTION)
+    pvc = pvc_for_model(qa.model)
+    assert torch.equal(tower_features(qa, inputs, pvc), tower_features(qa, inputs))
+
+
+def test_temporal_attention_is_causal(qa25):
+    adapter = qa25.adapter
+    frames = random_frames(8, 112, 112, seed=0)
+    later = frames.copy()
+    later[4:] = random_frames(4, 112, 112, seed=1)  # units 2, 3 change
+    earlier = frames.copy()
+    earlier[:2] = random_frames(2, 112, 112, seed=2)  # unit 0 changes
+    pvc = trained_like(pvc_for_model(qa25.model))
+    base, changed_late, changed_early = (
+        tower_features(qa25, adapter.prepare(load_video(list(f), source_fps=4.0), QUESTION), pvc)
+        for f in (frames, later, earlier)
+    )
+    assert torch.equal(changed_late[:2], base[:2]), "a unit's output depends on later frames"
+    assert not torch.allclose(changed_late[2:], base[2:])
+    assert not torch.allclose(changed_early[1], base[1]), "degenerate test: PVC does not mix frames over time"
+
+
+def test_chunked_encoding_with_pvc_equals_one_shot(qa25):
+    adapter = qa25.adapter
+    inputs = adapter.prepare(make_video(12), QUESTION)
+    pvc = trained_like(pvc_for_model(qa25.model))
+    encoded = {}
+    for chunk in (1000, 2, 4):
+        with attach_pvc(vision_tower(qa25.model), pvc) as run:
+            encoded[chunk] = adapter.encode(inputs, chunk_frames=chunk).features
+        assert run.units_seen == 6
+    for chunk in (2, 4):
+        torch.testing.assert_close(encoded[chunk], encoded[1000], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tower_features(qa25, inputs, pvc), encoded[1000], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(encoded[1000], adapter.encode(inputs).features), "degenerate test: PVC changed nothing"
+
+
+def test_separate_videos_in_one_call_do_not_mix(qa25):
+    adapter = qa25.adapter
+    first, second = (adapter.prepare(make_video(4, seed=s), QUESTION) for s in (0, 1))
+    pvc = trained_like(pvc_for_model(qa25.model))
+    both = {
+        "pixel_values_videos": torch.cat([first["pixel_values_videos"], second["pixel_values_videos"]]),
+        "video_grid_thw": torch.cat([first["video_grid_thw"], second["video_grid_thw"]]),
+    }
+    with torch.no_grad(), attach_pvc(vision_tower(qa25.model), pvc, stream=False):
+        out = adapter.inner.get_video_features(both["pixel_values_videos"], both["video_grid_thw"]).pooler_output
+    torch.testing.assert_close(out[0].view(2, 16, -1), tower_features(qa25, first, pvc), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[1].view(2, 16, -1), tower_features(qa25, second, pvc), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="one video per call"), torch.no_grad(), attach_pvc(vision_tower(qa25.model), pvc):
+        adapter.inner.get_video_features(both["pixel_values_videos"], both["video_grid_thw"])
+
+
+def test_hooks_are_removed_after_the_context(qa25):
+    inputs = qa25.adapter.prepare(make_video(4), QUESTION)
+    reference = tower_features(qa25, inputs)
+    tower_features(qa25, inputs, trained_like(pvc_for_model(qa25.model)))
+    assert torch.equal(tower_features(qa25, inputs), reference)
+
+
+# -- the press ---------------------------------------------------------------------------------------------------
+def test_press_keeping_every_token_equals_no_press(tiny_qa, family):
+    qa = tiny_qa[family]
+    video = make_video(8)
+    full = qa.ask(video, QUESTION, max_new_tokens=8)
+    per_unit = full.stats.visual_tokens_after // 4
+    answer = qa.ask(video, QUESTION, press=PVCPress(tokens_per_frame=per_unit), max_new_tokens=8)
+    assert answer.token_ids == full.token_ids
+    assert answer.stats.visual_tokens_after == full.stats.visual_tokens_after
+
+
+def test_press_token_budget_reaches_the_llm(qa25):
+    video = make_video(12)
+    full = qa25.ask(video, QUESTION, max_new_tokens=4)
+    press = PVCPress(tokens_per_frame=4)
+    answer = qa25.ask(video, QUESTION, press=press, max_new_tokens=4)
+    units = 6
+    assert answer.stats.visual_tokens_after == units * 4
+    assert answer.stats.llm_input_length == full.stats.llm_input_length - units * (16 - 4)
+    assert answer.stats.press["pvc"] == {"layers": 2, "pooled_grid": [2, 2], "tokens_per_unit": 4}
+    encoded = qa25.adapter.encode(qa25.adapter.prepare(video, QUESTION))
+    keep = press.select_tokens(encoded, torch.ones(units, 16, dtype=torch.bool), _context(qa25))
+    assert keep.sum(1).tolist() == [4] * units
+    assert keep[0].nonzero().squeeze(1).tolist() == cell_slots(4, 4, 2, 2).tolist()
+
+
+def test_press_compresses_to_pooled_features_when_untrained(qa25):
+    from vidpress.pvc import pool_frames
+
+    inputs = qa25.adapter.prepare(make_video(8), QUESTION)
+    encoded = qa25.adapter.encode(inputs)
+    original = encoded.features
+    keep = PVCPress(tokens_per_frame=4).select_tokens(encoded, torch.ones(4, 16, dtype=torch.bool), _context(qa25))
+    assert encoded.features is not original and torch.equal(original, qa25.adapter.encode(inputs).features)
+    llm = qa25.adapter.build_inputs(encoded, keep)
+    torch.testing.assert_close(llm.video_embeds.view(4, 4, -1), pool_frames(original, (4, 4), (2, 2)))
+    assert torch.equal(llm.positions[:, 0], encoded.positions[:, llm.source_index])
+
+
+def test_press_keeps_units_dropped_by_an_earlier_press(qa25):
+    encoded = qa25.adapter.encode(qa25.adapter.prepare(make_video(8), QUESTION))
+    keep = torch.ones(4, 16, dtype=torch.bool)
+    keep[1] = False
+    keep[2, 5:] = False
+    out = PVCPress(tokens_per_frame=4).select_tokens(encoded, keep, _context(qa25))
+    assert out.sum(1).tolist() == [4, 0, 4, 4]
+
+
+def test_press_on_qwen3_pools_deepstack_features_to_the_slots(tiny_qa):
+    from vidpress.pvc import pool_frames
+
+    qa = tiny_qa["qwen3_vl"]
+    video = make_video(8)
+    encoded = qa.adapter.encode(qa.adapter.prepare(video, QUESTION))
+    units, per_unit = encoded.features.shape[:2]
+    grid = encoded.grid[1:]
+    deepstack = list(encoded.deepstack)
+    keep = PVCPress(tokens_per_frame=4).select_tokens(encoded, torch.ones(units, per_unit, dtype=torch.bool), _context(qa))
+    llm = qa.adapter.build_inputs(encoded, keep)
+    cells = pooling_grid(*grid, 4)
+    assert len(llm.deepstack) == len(deepstack) > 0
+    for kept, full in zip(llm.deepstack, deepstack):
+        torch.testing.assert_close(kept.view(units, 4, -1), pool_frames(full, grid, cells))
+    answer = qa.ask(video, QUESTION, press=PVCPress(tokens_per_frame=4), max_new_tokens=4)
+    assert answer.stats.visual_tokens_after == units * 4
+
+
+def test_image_as_static_video(qa25):
+    image = random_frames(1, 112, 112, seed=3)[0]
+    video = pvc_image_frames(image)
+    assert len(video) == 4 and all((frame == image).all() for frame in video.frames)
+    answer = qa25.ask(video, QUESTION, press=PVCPress(tokens_per_frame=4), max_new_tokens=4)
+    assert answer.stats.visual_tokens_after == 2 * 4, "4 frames are 2 temporal units on Qwen-VL"
+
+
+def test_press_validates_its_parameters():
+    with pytest.raises(ValueError, match="tokens_per_frame"):
+        PVCPress(tokens_per_frame=0)
+    with pytest.raises(ValueError, match="layers"):
+        PVCPress(layers=0)
+
+
+# -- save / load ---------------------------------------------------------------------------------------------------
+def test_save_load_round_trip(qa25, tmp_path):
+    pvc = trained_like(pvc_for_model(qa25.model), seed=4)
+    folder = save_pvc(pvc, tmp_path / "pvc")
+    assert sorted(p.name for p in folder.iterdir()) == ["pvc.safetensors", "pvc_config.json"]
+    loaded = load_pvc(folder, qa25.model)
+    assert loaded.config == pvc.config
+    for (name, a), (_, b) in zip(pvc.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert all(torch.equal(a, b) for a, b in zip(load_pvc(folder).parameters(), pvc.parameters()))
+    inputs = qa25.adapter.prepare(make_video(8), QUESTION)
+    assert torch.equal(tower_features(qa25, inputs, loaded), tower_features(qa25, inputs, pvc))
+    video = make_video(8)
+    from_checkpoint = PVCPress(tokens_per_frame=4, checkpoint=str(folder))
+    answer = qa25.ask(video, QUESTION, press=from_checkpoint, max_new_tokens=6)
+    untrained = qa25.ask(video, QUESTION, press=PVCPress(tokens_per_frame=4), max_new_tokens=6)
+    assert answer.token_ids != untrained.token_ids, "degenerate test: the loaded weights change nothing"
+    with pytest.raises(ValueError, match="layers"):
+        qa25.ask(video, QUESTION, press=PVCPress(layers=1, checkpoint=str(folder)), max_new_tokens=1)
+
+
+# -- training -------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def fresh_qa():
+    """A tiny Qwen2.5-VL of its own (training freezes its parameters)."""
+    from vidpress.tiny import build_tiny
+
+    return VideoQA(*build_tiny("qwen2_5_vl"))
+
+
+def _sample(qa: VideoQA):
+    from vidpress.train.encode import encode_conversation
+
+    return encode_conversation(qa.adapter, make_video(8), (("user", QUESTION), ("assistant", "The answer is B.")))
+
+
+@pytest.mark.parametrize("train_projector", [False, True])
+def test_training_step_updates_only_the_addon(fresh_qa, train_projector, tmp_path):
+    from vidpress.pvc.training import pvc_training_step, trainable_parameters
+
+    model = fresh_qa.model
+    pvc = pvc_for_model(model)
+    parameters = trainable_parameters(model, pvc, train_projector=train_projector)
+    assert (pvc.merger is not None) == train_projector
+    before_model = {name: p.detach().clone() for name, p in model.named_parameters()}
+    before_pvc = {name: p.detach().clone() for name, p in pvc.named_parameters()}
+    optimizer = torch.optim.AdamW(parameters, lr=1e-2, weight_decay=0.0)
+    sample = _sample(fresh_qa)
+    losses = [pvc_training_step(fresh_qa.adapter, pvc, sample, optimizer, tokens_per_frame=4) for _ in range(3)]
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(p, before_model[name]) for name, p in model.named_parameters()), "the base model changed"
+    changed = {name for name, p in pvc.named_parameters() if not torch.equal(p, before_pvc[name])}
+    for name in ("temporal.0.gate", "modulation.0.linear.weight", "time_embedding.mlp.0.weight", "compressor.gate"):
+        assert name in changed
+    assert any(name.startswith("merger.") for name in changed) == train_projector
+    if train_projector:
+        folder = save_pvc(pvc, tmp_path / "with_merger")
+        with pytest.raises(ValueError, match="merger"):
+            load_pvc(folder)
+        loaded = load_pvc(folder, model)
+        assert torch.equal(loaded.merger.mlp[0].weight, pvc.merger.mlp[0].weight)
+
+
+def test_float32_addon_on_a_bf16_model(fresh_qa):
+    from vidpress.pvc.training import pvc_training_step, trainable_parameters
+
+    model = fresh_qa.model.to(torch.bfloat16)
+    inputs = fresh_qa.adapter.prepare(make_video(8), QUESTION)
+    pvc = pvc_for_model(model).float()
+    assert torch.equal(tower_features(fresh_qa, inputs, pvc), tower_features(fresh_qa, inputs))
+    parameters = trainable_parameters(model, pvc, train_projector=True)
+    assert {p.dtype for p in parameters} == {torch.float32}
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3)
+    loss = pvc_training_step(fresh_qa.adapter, pvc, _sample(fresh_qa), optimizer, tokens_per_frame=4)
+    assert torch.isfinite(torch.tensor(loss))
+
+
+def _pvc_gradients(qa: VideoQA, pvc: PVC, sample) -> dict[str, torch.Tensor]:
+    from vidpress.pvc.training import pvc_answer_loss
+
+    pvc.zero_grad(set_to_none=True)
+    with attach_pvc(vision_tower(qa.model), pvc, stream=False) as run:
+        loss_sum, count = pvc_answer_loss(qa.adapter, run, sample, tokens_per_frame=4)
+        assert count == len(qa.processor.tokenizer("The answer is B.")["input_ids"]) + 1  # the answer and <|im_end|>
+        (loss_sum / count).backward()
+    return {name: p.grad.clone() for name, p in pvc.named_parameters()}
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(fresh_qa):
+    from vidpress.pvc.training import pvc_answer_loss, trainable_parameters
+
+    model = fresh_qa.model.train()
+    pvc = trained_like(pvc_for_model(model))
+    trainable_parameters(model, pvc)
+    sample = _sample(fresh_qa)
+    plain = _pvc_gradients(fresh_qa, pvc, sample)
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable  # the newer name
+    enable()
+    checkpointed = _pvc_gradients(fresh_qa, pvc, sample)
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert plain["temporal.1.qkv.weight"].abs().sum() > 0
+    with attach_pvc(vision_tower(model), pvc, stream=True) as run, pytest.raises(ValueError, match="stream=False"):
+        pvc_answer_loss(fresh_qa.adapter, run, sample)
+
+
+def _context(qa: VideoQA):
+    from vidpress.presses import PressContext
+
+    return PressContext(adapter=qa.adapter, question=QUESTION)

@@ -1,0 +1,85 @@
+"""``vidpress bench``: time every stage of the real architectures (random weights) against plain transformers.
+
+``bench_command`` is a plain function with typer-annotated parameters, registered on the CLI app as
+``app.command("bench")(bench_command)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+DEFAULT_ARCHS = "qwen2_5_vl_7b,qwen3_vl_8b"
+DEFAULT_FRAMES = "256,1024,2048,4096,7200"
+
+
+def _split(text: str, item=str) -> list:
+    try:
+        return [item(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise typer.BadParameter(f"cannot read {text!r} as a comma-separated list: {error}") from error
+
+
+def press_label(name: str, press) -> str:
+    """``name(k=v, ...)`` with the press's fields that differ from their defaults."""
+    changed = [
+        f"{f.name}={getattr(press, f.name)!r}"
+        for f in dataclasses.fields(press)
+        if f.default is dataclasses.MISSING or getattr(press, f.name) != f.default
+    ]
+    return f"{name}({', '.join(changed)})"
+
+
+def bench_command(
+    arch: Annotated[str, typer.Option(help="Comma-separated architectures: qwen2_5_vl_7b, qwen3_vl_8b, tiny, tiny_qwen3_vl.")] = DEFAULT_ARCHS,
+    frames: Annotated[str, typer.Option(help="Comma-separated frame counts (2 fps, 448 px long side).")] = DEFAULT_FRAMES,
+    press: Annotated[Optional[list[str]], typer.Option("--press", help="A press to time as its own row (repeatable).")] = None,
+    press_arg: Annotated[
+        Optional[list[str]], typer.Option("--press-arg", help="Press parameter k=v (or NAME.k=v with several presses).")
+    ] = None,
+    fast_vision: Annotated[bool, typer.Option("--fast-vision/--no-fast-vision", help="Batched vision attention in the vidpress rows.")] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per answer (decode ms/token averages over them).")] = 32,
+    stock_max_frames: Annotated[
+        Optional[int], typer.Option(help="Skip the plain transformers rows above this many frames (they take minutes).")
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Markdown file to write (this run replaces its own section).")] = Path("docs/benchmarks.md"),
+    device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1, cpu (default: cuda if available).")] = None,
+    video_dir: Annotated[Optional[Path], typer.Option(help="Keep the synthetic mp4 files here (default: a temporary folder).")] = None,
+) -> None:
+    """Time decode, vision, prefill, first token and decoding of plain transformers and of vidpress presses."""
+    from vidpress.bench import Settings, console_table, run_bench, write_markdown
+    from vidpress.cli import build_presses
+
+    names = press or []
+    presses = [(press_label(name, p), p) for name, p in zip(names, build_presses(names, press_arg))]
+    try:
+        settings = Settings(
+            archs=_split(arch), frames=_split(frames, int), presses=presses, fast_vision=fast_vision,
+            max_new_tokens=max_new_tokens, stock_max_frames=stock_max_frames, device=device, video_dir=video_dir,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    console = Console()
+    result = run_bench(settings, progress=lambda row: console.log(f"{row.arch} {row.frames} frames {row.method}: {row.note or 'done'}"))
+    console.print(console_table(result))
+    command = _command(arch, frames, names, press_arg, fast_vision, max_new_tokens, stock_max_frames, output)
+    path = write_markdown(result, output, command)
+    console.print(f"wrote {path}")
+
+
+def _command(arch, frames, names, press_args, fast_vision, max_new_tokens, stock_max_frames, output) -> str:
+    """The exact command line of this run, for the report."""
+    words = ["vidpress", "bench", "--arch", arch, "--frames", frames]
+    for name in names:
+        words += ["--press", name]
+    for item in press_args or []:
+        words += ["--press-arg", item]
+    words += ["--fast-vision" if fast_vision else "--no-fast-vision", "--max-new-tokens", str(max_new_tokens)]
+    if stock_max_frames is not None:
+        words += ["--stock-max-frames", str(stock_max_frames)]
+    return shlex.join([*words, "--output", str(output)])

@@ -1,0 +1,173 @@
+"""Batched attention for the Qwen-VL vision encoders: one SDPA call per group of equal-length segments.
+
+The stock vision attention of Qwen2-VL, Qwen2.5-VL and Qwen3-VL (transformers 5.17 to 5.23) packs every
+patch token of a call into one sequence cut into segments by ``cu_seqlens``: one segment per temporal unit
+(full attention), or, in Qwen2.5-VL's windowed blocks, one per attention window (8 x 8 patches, smaller at
+the right and bottom edges). With SDPA it runs one attention call per segment in a Python loop: for
+Qwen2.5-VL at 448x252 that is 12 windows per temporal unit in 28 of its 32 blocks, about 344k small calls
+for 2048 frames, and the GPU idles between them. Segments come in a few lengths only (full windows and
+edge windows, one length per frame size), so here the segments of each length are gathered into one batch
+[G, H, L, D] and attended in a single SDPA call; the outputs are scattered back to their tokens. Every
+segment still attends to itself only, so the result equals the stock loop (the same SDPA on the same rows;
+float32 CPU agrees to rounding, see tests/test_fast_vision.py).
+
+The seam is the attention interface, not a forked module: the stock module hands the whole packed sequence
+and its ``cu_seqlens`` to the attention function only when the vision config's implementation name contains
+"flash" (``transformers.utils.generic.is_flash_attention_requested``); :data:`NAME` contains it for that
+reason alone. The function it names runs PyTorch SDPA (flash, memory-efficient or math kernels, as SDPA
+picks), not the flash-attn package. Called without ``cu_seq_lens_q`` (should the stock module stop routing
+packed sequences) it attends over the whole given sequence, which is what the stock loop asks of it, so the
+output stays correct.
+
+Faithful form: the stock encoder (``disable_fast_vision`` or never enabling it). Fast form: this module.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+
+NAME = "vidpress_packed_sdpa_flash_api"
+"""Attention implementation name of the batched path ("flash" only selects the stock packed-call branch)."""
+
+_STOCK = "sdpa"
+MAX_SEGMENTS_PER_CALL = 2**15
+"""Segments per SDPA call at most: CUDA kernels put the batch on a grid axis limited to 65535 blocks."""
+
+
+def segment_groups(cu_seqlens: torch.Tensor) -> list[torch.Tensor]:
+    """Token indices of the segments, grouped by length.
+
+    Parameters
+    ----------
+    cu_seqlens : [K + 1] cumulative segment boundaries (0, end of segment 1, ..., S).
+
+    Returns
+    -------
+    One long tensor [G, L] per distinct non-zero segment length L (ascending): row g holds the token
+    indices of the g-th segment of that length, in sequence order.
+    """
+    cu_seqlens = cu_seqlens.long()
+    starts, lengths = cu_seqlens[:-1], cu_seqlens.diff()
+    groups = []
+    for length in torch.unique(lengths).tolist():
+        if length > 0:
+            first = starts[lengths == length]
+            groups.append(first.unsqueeze(1) + torch.arange(length, device=cu_seqlens.device))
+    return groups
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs) -> torch.Tensor:
+    """SDPA on [G, H, L, D] batches of at most :data:`MAX_SEGMENTS_PER_CALL` segments (CUDA grid limits)."""
+    if query.shape[0] <= MAX_SEGMENTS_PER_CALL:
+        return F.scaled_dot_product_attention(query, key, value, **kwargs)
+    parts = zip(*(t.split(MAX_SEGMENTS_PER_CALL) for t in (query, key, value)))
+    return torch.cat([F.scaled_dot_product_attention(q, k, v, **kwargs) for q, k, v in parts])
+
+
+def packed_sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Non-causal attention of every segment over itself, one SDPA call per segment length.
+
+    Parameters
+    ----------
+    query, key, value : [1, H, S, D] the packed sequence (as the stock vision attention passes them).
+    cu_seqlens : [K + 1] segment boundaries in the sequence.
+    scale : softmax scale (SDPA's default 1 / sqrt(D) when None).
+
+    Returns
+    -------
+    [1, S, H, D] attention output, laid out as the attention interfaces return it.
+    """
+    tokens = [t[0].transpose(0, 1) for t in (query, key, value)]  # [S, H, D] views
+    seq_len, heads = tokens[0].shape[:2]
+    groups = segment_groups(cu_seqlens.to(query.device))
+    options = dict(scale=scale, dropout_p=dropout_p)
+    if len(groups) == 1 and groups[0].numel() == seq_len:  # equal segments tile the sequence: no gather
+        count, length = groups[0].shape
+        q, k, v = (t.reshape(count, length, heads, -1).transpose(1, 2) for t in tokens)
+        return _attend(q, k, v, **options).transpose(1, 2).reshape(1, seq_len, heads, -1)
+    out = value.new_empty(seq_len, heads, value.shape[-1])
+    for index in groups:
+        count, length = index.shape
+        flat = index.flatten()
+        q, k, v = (t[flat].view(count, length, heads, -1).transpose(1, 2) for t in tokens)
+        out[flat] = _attend(q, k, v, **options).transpose(1, 2).reshape(count * length, heads, -1)
+    return out.unsqueeze(0)
+
+
+def packed_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """The attention-interface function registered as :data:`NAME` (vision towers only: no mask, non-causal)."""
+    if attention_mask is not None:
+        raise ValueError(f"{NAME} is for the Qwen-VL vision encoders, which attend without a mask")
+    if cu_seq_lens_q is None:
+        cu_seq_lens_q = torch.tensor([0, query.shape[2]], device=query.device)
+    return packed_sdpa(query, key, value, cu_seq_lens_q, scale=scaling, dropout_p=dropout), None
+
+
+AttentionInterface.register(NAME, packed_attention)
+
+
+def _vision_config(model: nn.Module):
+    """The config the attention modules of a Qwen-VL vision tower (``model.model.visual``) read, or None."""
+    visual = getattr(getattr(model, "model", None), "visual", None)
+    return getattr(visual, "config", None)
+
+
+def enable_fast_vision(model: nn.Module) -> bool:
+    """Switch the vision tower of a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model to the batched SDPA path.
+
+    Only a tower on stock SDPA is switched (a flash-attention tower already packs its segments; eager
+    attention is left for those who asked for it); other models are left alone. Returns whether the
+    tower runs the batched path now.
+    """
+    config = _vision_config(model)
+    if config is None:
+        return False
+    if config._attn_implementation == _STOCK:
+        config._attn_implementation = NAME
+    return config._attn_implementation == NAME
+
+
+def disable_fast_vision(model: nn.Module) -> None:
+    """Give the vision tower its stock SDPA attention back (no-op when the fast path is not on)."""
+    config = _vision_config(model)
+    if config is not None and config._attn_implementation == NAME:
+        config._attn_implementation = _STOCK
+
+
+@contextmanager
+def fast_vision(model: nn.Module) -> Iterator[bool]:
+    """``with fast_vision(model):`` runs the vision tower on the batched path, restoring it afterwards.
+
+    Yields whether the batched path is on (False when the model has no Qwen-VL tower on SDPA).
+    """
+    config = _vision_config(model)
+    switched = config is not None and config._attn_implementation == _STOCK
+    try:
+        yield enable_fast_vision(model)
+    finally:
+        if switched:
+            disable_fast_vision(model)
