@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-try:  # allow a bare `pytest` run from anywhere before the package is installed
-    import vidpress.functional.dpselect  # noqa: F401
-except ModuleNotFoundError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidpress.functional.adaretake import (
     chunk_distances,

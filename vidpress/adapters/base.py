@@ -191,9 +191,43 @@ class VideoAdapter(ABC):
         ``progress``, when given, is called with the number of frames encoded so far.
         """
 
+    @property
     @abstractmethod
+    def video_token_id(self) -> int:
+        """The placeholder id that the visual tokens occupy in ``input_ids``."""
+
     def build_inputs(self, encoded: EncodedVideo, video_keep: torch.Tensor | None = None) -> LLMInputs:
-        """LLM inputs keeping the visual tokens where ``video_keep`` [T', N] is True (all if None)."""
+        """LLM inputs keeping the visual tokens where ``video_keep`` [T', N] is True (all if None).
+
+        A unit none of whose visual tokens is kept loses its own tokens too (``encoded.unit_spans``); text is
+        always kept; positions are the full prompt's, gathered.
+        """
+        units, per_unit = encoded.features.shape[:2]
+        if video_keep is None:
+            video_keep = torch.ones(units, per_unit, dtype=torch.bool)
+        video_keep = video_keep.to(torch.bool).cpu()
+        if video_keep.shape != (units, per_unit):
+            raise ValueError(f"video_keep must be [{units}, {per_unit}], got {tuple(video_keep.shape)}")
+        keep = torch.ones(encoded.input_ids.shape[1], dtype=torch.bool)
+        for unit in (~video_keep.any(1)).nonzero().squeeze(1).tolist():
+            start, end = encoded.unit_spans[unit].tolist()
+            keep[start:end] = False
+        keep[encoded.video_token_index.flatten()] = video_keep.flatten()
+        source_index = keep.nonzero().squeeze(1)
+        flat_keep = video_keep.flatten().to(encoded.features.device)
+        return LLMInputs(
+            input_ids=encoded.input_ids[:, source_index],
+            positions=encoded.positions[:, source_index].unsqueeze(1),
+            video_embeds=self.video_embeds(encoded, video_keep),
+            deepstack=[d.flatten(0, 1)[flat_keep] for d in encoded.deepstack],
+            source_index=source_index,
+            video_keep=video_keep,
+            video_token_id=self.video_token_id,
+        )
+
+    def video_embeds(self, encoded: EncodedVideo, video_keep: torch.Tensor) -> torch.Tensor:
+        """[V, D] the embeddings of the kept visual placeholders, in prompt order."""
+        return encoded.features.flatten(0, 1)[video_keep.flatten().to(encoded.features.device)]
 
     @abstractmethod
     def forward(self, inputs: LLMInputs, cache: Cache, *, logits_to_keep: int = 1) -> torch.Tensor:

@@ -6,7 +6,7 @@ the video as ``"Frame1: <img><IMG_CONTEXT> x 256</img>\\nFrame2: ..."`` (transfo
 and passes the frames to the model as ``pixel_values``, the same input as images.
 
 Seams: the inner model's ``get_image_features`` encodes a slice of frames; the LLM forward takes
-``inputs_embeds`` (see :class:`~vidpress.adapters.llava_onevision.FramewiseAdapter`); positions are the
+``inputs_embeds`` (see :class:`~vidpress.adapters.framewise.FramewiseAdapter`); positions are the
 stock 1-D ``0 .. L-1``, gathered for the kept tokens.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import BatchFeature
 
-from vidpress.adapters.llava_onevision import FramewiseAdapter
+from vidpress.adapters.framewise import FramewiseAdapter
 
 FRAME_LABEL = "Frame{}: "  # the text the processor writes before each frame's image tokens
 

@@ -147,31 +147,6 @@ class QwenVLAdapter(VideoAdapter):
         return position
 
     # -- LLM ----------------------------------------------------------------------------------------------
-    def build_inputs(self, encoded: EncodedVideo, video_keep: torch.Tensor | None = None) -> LLMInputs:
-        units, per_unit = encoded.features.shape[:2]
-        if video_keep is None:
-            video_keep = torch.ones(units, per_unit, dtype=torch.bool)
-        video_keep = video_keep.to(torch.bool).cpu()
-        if video_keep.shape != (units, per_unit):
-            raise ValueError(f"video_keep must be [{units}, {per_unit}], got {tuple(video_keep.shape)}")
-        input_ids = encoded.input_ids
-        keep = torch.ones(input_ids.shape[1], dtype=torch.bool)
-        for unit in (~video_keep.any(1)).nonzero().squeeze(1).tolist():
-            start, end = encoded.unit_spans[unit].tolist()
-            keep[start:end] = False
-        keep[encoded.video_token_index.flatten()] = video_keep.flatten()
-        source_index = keep.nonzero().squeeze(1)
-        flat_keep = video_keep.flatten().to(encoded.features.device)
-        return LLMInputs(
-            input_ids=input_ids[:, source_index],
-            positions=encoded.positions[:, source_index].unsqueeze(1),
-            video_embeds=encoded.features.flatten(0, 1)[flat_keep],
-            deepstack=[d.flatten(0, 1)[flat_keep] for d in encoded.deepstack],
-            source_index=source_index,
-            video_keep=video_keep,
-            video_token_id=self.video_token_id,
-        )
-
     @contextmanager
     def _precomputed_video(self, inputs: LLMInputs) -> Iterator[None]:
         """Make the stock forward use ``inputs``' visual embeddings instead of running the vision tower."""
