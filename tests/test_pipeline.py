@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 from vidpress import Video, VideoQA, load_video
+from vidpress.fast import disable_fast_vision
 from vidpress.presses import UniformFramePress
 from tests.helpers import random_frames
 
@@ -16,6 +19,18 @@ def make_video(num_frames: int = 12, seed: int = 0) -> Video:
     return load_video(list(random_frames(num_frames, seed=seed)), source_fps=4.0)
 
 
+@contextlib.contextmanager
+def stock_vision(model):
+    """The stock vision encoder (vidpress's batched path switched off) inside the block."""
+    config = model.config.vision_config
+    before = config._attn_implementation
+    disable_fast_vision(model)
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
 def stock_generate(qa: VideoQA, video: Video, question: str, max_new_tokens: int) -> list[int]:
     """Plain model.generate with stock SDPA on the processor inputs that ``ask`` uses."""
     inputs = qa.adapter.prepare(video, question)
@@ -23,7 +38,8 @@ def stock_generate(qa: VideoQA, video: Video, question: str, max_new_tokens: int
     text_config = qa.model.config.get_text_config()
     text_config._attn_implementation = "sdpa"
     try:
-        out = qa.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        with stock_vision(qa.model):
+            out = qa.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     finally:
         text_config._attn_implementation = "vidpress_sdpa"
     return out[0, inputs["input_ids"].shape[1]:].tolist()

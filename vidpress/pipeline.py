@@ -20,6 +20,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
 from vidpress.attention import use_per_layer_sdpa
+from vidpress.fast import enable_fast_vision
 from vidpress.generation import greedy_decode, prefill, segment_bounds
 from vidpress.presses.base import Press, PressContext, as_press_list
 from vidpress.video import Video, load_video
@@ -63,11 +64,23 @@ class VideoQA:
     ----------
     model, processor : a supported transformers VLM (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and its processor.
     encode_chunk_frames : frames per vision-encoder call (bounds activation memory on long videos).
+    fast_vision : run the Qwen-VL vision towers' window/frame attention as batched SDPA calls
+        (vidpress.fast; same outputs as the stock per-window loop, several times faster on GPU). False keeps
+        the stock encoder.
     """
 
-    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, encode_chunk_frames: int | None = None):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        *,
+        encode_chunk_frames: int | None = None,
+        fast_vision: bool = True,
+    ):
         self.adapter: VideoAdapter = adapter_for(model, processor)
         use_per_layer_sdpa(model)
+        if fast_vision:
+            enable_fast_vision(model)
         self.model = model.eval()
         self.processor = processor
         self.encode_chunk_frames = encode_chunk_frames
@@ -80,6 +93,7 @@ class VideoQA:
         dtype: torch.dtype | str | None = None,
         *,
         attn_implementation: str = "sdpa",
+        fast_vision: bool = True,
         **kwargs,
     ) -> VideoQA:
         """Load a hub model name or a local folder; ``device`` defaults to CUDA when available."""
@@ -92,7 +106,7 @@ class VideoQA:
             str(name_or_path), dtype=dtype, attn_implementation=attn_implementation, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(str(name_or_path))
-        return cls(model, processor)
+        return cls(model, processor, fast_vision=fast_vision)
 
     # -- public API ------------------------------------------------------------------------------------
     def ask(
