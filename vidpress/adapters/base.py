@@ -112,6 +112,7 @@ class VideoAdapter(ABC):
 
     model_types: tuple[str, ...] = ()
     position_axes: int = 1
+    default_chunk_frames: int = 64
 
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
         self.model = model
@@ -132,9 +133,14 @@ class VideoAdapter(ABC):
         return self.model.config.get_text_config()
 
     @property
-    @abstractmethod
+    def inner(self) -> nn.Module:
+        """The transformers ``*Model`` inside the ``*ForConditionalGeneration`` (vision tower and LLM)."""
+        return self.model.model
+
+    @property
     def decoder_layers(self) -> nn.ModuleList:
         """The LLM's decoder layers, in order (hooks of the layer and kv stages attach here)."""
+        return self.inner.language_model.layers
 
     @property
     def eos_token_ids(self) -> set[int]:

@@ -14,7 +14,6 @@ from abc import abstractmethod
 from typing import Callable
 
 import torch
-from torch import nn
 from transformers import BatchFeature
 from transformers.cache_utils import Cache
 
@@ -32,17 +31,7 @@ class FramewiseAdapter(VideoAdapter):
     """
 
     position_axes = 1
-    default_chunk_frames = 64
     placeholders_after_frames = 0  # visual placeholders after the last frame that belong to no frame
-
-    @property
-    def inner(self) -> nn.Module:
-        """The ``*Model`` holding ``vision_tower``, ``multi_modal_projector`` and ``language_model``."""
-        return self.model.model
-
-    @property
-    def decoder_layers(self) -> nn.ModuleList:
-        return self.inner.language_model.layers
 
     def prepare(self, video: Video, question: str) -> BatchFeature:
         """The model's processor on the chat template; the frames are vidpress's (the processor samples none)."""

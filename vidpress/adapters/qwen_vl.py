@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
-from torch import nn
 from transformers import BatchFeature
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -30,16 +29,6 @@ class QwenVLAdapter(VideoAdapter):
 
     model_types = ("qwen2_vl", "qwen2_5_vl")
     position_axes = 3
-    default_chunk_frames = 64
-
-    @property
-    def inner(self) -> nn.Module:
-        """The ``*VLModel`` holding ``visual`` and ``language_model``."""
-        return self.model.model
-
-    @property
-    def decoder_layers(self) -> nn.ModuleList:
-        return self.inner.language_model.layers
 
     @property
     def video_token_id(self) -> int:

@@ -39,6 +39,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from vidpress.functional.checks import check_int
+
 __all__ = [
     "lpcomp_schedule",
     "lpcomp_drop_layers",
@@ -47,14 +49,6 @@ __all__ = [
 
 _ROUNDINGS = ("round", "ceil")
 _KEEP_MODES = ("suffix", "uniform")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def lpcomp_schedule(tokens_per_frame: int, num_layers: int, rounding: str = "round") -> list[int]:
@@ -105,8 +99,8 @@ def lpcomp_schedule(tokens_per_frame: int, num_layers: int, rounding: str = "rou
     ValueError
         On non-integer / non-positive sizes or an unknown rounding.
     """
-    n1 = _check_int("tokens_per_frame", tokens_per_frame, 1)
-    n_layers = _check_int("num_layers", num_layers, 1)
+    n1 = check_int("tokens_per_frame", tokens_per_frame, 1)
+    n_layers = check_int("num_layers", num_layers, 1)
     if rounding not in _ROUNDINGS:
         raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
 
@@ -218,9 +212,9 @@ def lpcomp_keep_indices(
     ValueError
         On invalid sizes or an unknown ``keep``.
     """
-    n_frames = _check_int("num_frames", num_frames, 0)
-    before = _check_int("tokens_before", tokens_before, 1)
-    after = _check_int("tokens_after", tokens_after, 1)
+    n_frames = check_int("num_frames", num_frames, 0)
+    before = check_int("tokens_before", tokens_before, 1)
+    after = check_int("tokens_after", tokens_after, 1)
     if after > before:
         raise ValueError(f"tokens_after ({after}) must be <= tokens_before ({before})")
     if keep not in _KEEP_MODES:

@@ -32,6 +32,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from vidpress.functional.checks import check_int
+
 __all__ = [
     "qccomp_windows",
     "qccomp_chunks",
@@ -39,14 +41,6 @@ __all__ = [
     "qccomp_clip_scores",
     "qccomp_select",
 ]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------- windows
@@ -98,10 +92,10 @@ def qccomp_windows(
         starts are multiples of ``clip_frames``; ends are multiples of
         ``clip_frames`` or ``num_frames``.
     """
-    n = _check_int("num_frames", num_frames, 1)
-    cf = _check_int("clip_frames", clip_frames, 1)
-    wc = _check_int("window_clips", window_clips, 1)
-    sc = _check_int("stride_clips", stride_clips, 1)
+    n = check_int("num_frames", num_frames, 1)
+    cf = check_int("clip_frames", clip_frames, 1)
+    wc = check_int("window_clips", window_clips, 1)
+    sc = check_int("stride_clips", stride_clips, 1)
     n_clips = -(-n // cf)
     if n_clips <= wc:
         return [(0, n)]
@@ -187,10 +181,10 @@ def qccomp_chunks(
         for a single small-video chunk); with ``return_core`` also a bool mask of
         the same length, True on the core positions.
     """
-    n = _check_int("num_frames", num_frames, 1)
-    chunk = _check_int("chunk_frames", chunk_frames, 1)
-    margin = _check_int("margin_frames", margin_frames, 0)
-    rep = _check_int("n_repeat", n_repeat, 1)
+    n = check_int("num_frames", num_frames, 1)
+    chunk = check_int("chunk_frames", chunk_frames, 1)
+    margin = check_int("margin_frames", margin_frames, 0)
+    rep = check_int("n_repeat", n_repeat, 1)
     if chunk % rep != 0:
         raise ValueError(f"chunk_frames ({chunk}) must be divisible by n_repeat ({rep})")
 
@@ -243,9 +237,9 @@ def qccomp_clip_token_slices(
     list[slice]
         ``[ceil(num_frames / clip_frames)]`` slices, in clip order.
     """
-    n = _check_int("num_frames", num_frames, 1)
-    tpf = _check_int("tokens_per_frame", tokens_per_frame, 1)
-    cf = _check_int("clip_frames", clip_frames, 1)
+    n = check_int("num_frames", num_frames, 1)
+    tpf = check_int("tokens_per_frame", tokens_per_frame, 1)
+    cf = check_int("clip_frames", clip_frames, 1)
     return [slice(s * tpf, min(s + cf, n) * tpf) for s in range(0, n, cf)]
 
 
@@ -345,7 +339,7 @@ def qccomp_clip_scores(
     n_heads, n_q, dim = q.shape
     slices = _as_slices(clip_token_slices)
     scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(dim)
-    _check_int("block_size", block_size, 1)
+    check_int("block_size", block_size, 1)
 
     def grouped(key: Tensor) -> Tensor:
         """Logits [H_kv, g, Lq, Lk'] for keys [H_kv, Lk', D]."""
@@ -375,8 +369,8 @@ def qccomp_clip_scores(
         n_keys = fk.shape[1]
         if video_offset is None:
             raise ValueError("video_offset is required with full_key")
-        v_off = _check_int("video_offset", video_offset, 0)
-        q_off = n_keys - n_q if query_offset is None else _check_int("query_offset", query_offset, 0)
+        v_off = check_int("video_offset", video_offset, 0)
+        q_off = n_keys - n_q if query_offset is None else check_int("query_offset", query_offset, 0)
         if q_off < 0 or (causal and q_off + n_q > n_keys):
             raise ValueError(f"question rows [{q_off}, {q_off + n_q}) do not fit in {n_keys} keys")
         if v_off + hi > n_keys:
@@ -430,7 +424,7 @@ def qccomp_select(frame_scores: Tensor, n_select: int) -> Tensor:
     """
     if frame_scores.ndim != 1:
         raise ValueError(f"frame_scores must be [T], got shape {tuple(frame_scores.shape)}")
-    k = _check_int("n_select", n_select, 1)
+    k = check_int("n_select", n_select, 1)
     n = frame_scores.shape[0]
     if k >= n:
         return torch.arange(n, dtype=torch.long, device=frame_scores.device)

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidpress.functional.checks import check_int
+
 __all__ = [
     "tome_merge_schedule",
     "tome_clip_merge",
@@ -37,14 +39,6 @@ __all__ = [
 ]
 
 _ORDERS = ("reference", "original")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def tome_merge_schedule(num_tokens: int, target: int) -> list[int]:
@@ -65,8 +59,8 @@ def tome_merge_schedule(num_tokens: int, target: int) -> list[int]:
         ``r`` of each round (empty when ``target == num_tokens``); sums to
         ``num_tokens - target``.
     """
-    cur = _check_int("num_tokens", num_tokens, 1)
-    tgt = _check_int("target", target, 1)
+    cur = check_int("num_tokens", num_tokens, 1)
+    tgt = check_int("target", target, 1)
     if tgt > cur:
         raise ValueError(f"target ({tgt}) must be <= num_tokens ({cur})")
     out: list[int] = []
@@ -156,7 +150,7 @@ def _prepare(
     if tokens.ndim == 2:
         if num_frames is None:
             raise ValueError(f"num_frames is required for flattened [F*P, C] {name}")
-        f = _check_int("num_frames", num_frames, 1)
+        f = check_int("num_frames", num_frames, 1)
         if tokens.shape[0] % f != 0:
             raise ValueError(f"{tokens.shape[0]} tokens are not divisible by num_frames={f}")
         return tokens, f
@@ -228,11 +222,11 @@ def tome_clip_merge(
     """
     if unmerged_order not in _ORDERS:
         raise ValueError(f"unmerged_order must be one of {_ORDERS}, got {unmerged_order!r}")
-    heads = _check_int("metric_heads", metric_heads, 1)
+    heads = check_int("metric_heads", metric_heads, 1)
     flat, n_frames = _prepare(tokens, num_frames)
     n_tok, ch = flat.shape
     per_frame = n_tok // n_frames
-    tpf = _check_int("target_per_frame", target_per_frame, 1)
+    tpf = check_int("target_per_frame", target_per_frame, 1)
     if tpf > per_frame:
         raise ValueError(f"target_per_frame ({tpf}) exceeds the {per_frame} tokens per frame")
 
@@ -313,10 +307,10 @@ def tome_video(
     if unmerged_order not in _ORDERS:
         raise ValueError(f"unmerged_order must be one of {_ORDERS}, got {unmerged_order!r}")
     n_frames, per_frame, ch = tokens.shape
-    cf = _check_int("clip_frames", clip_frames, 1)
-    tpf = _check_int("target_per_frame", target_per_frame, 1)
-    heads = _check_int("metric_heads", metric_heads, 1)
-    per_batch = _check_int("clips_per_batch", clips_per_batch, 1)
+    cf = check_int("clip_frames", clip_frames, 1)
+    tpf = check_int("target_per_frame", target_per_frame, 1)
+    heads = check_int("metric_heads", metric_heads, 1)
+    per_batch = check_int("clips_per_batch", clips_per_batch, 1)
     if tpf > per_frame:
         raise ValueError(f"target_per_frame ({tpf}) exceeds the {per_frame} tokens per frame")
     if metric is not None and (metric.ndim != 3 or metric.shape[:2] != tokens.shape[:2]):
