@@ -27,7 +27,6 @@ from vidpress.fast import enable_fast_vision
 from vidpress.synth import TASKS, make_sample, prompt, synth_vocabulary_corpus
 from vidpress.tiny import DEFAULT_CORPUS, build_config, build_processor, build_tokenizer
 
-TRAIN_LENGTHS = (64, 128, 256)
 
 
 def sample_video(sample) -> Video:
@@ -75,8 +74,9 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, t
 class SynthStream(IterableDataset):
     """Endless batches of same-length synthetic questions, different per worker and seed."""
 
-    def __init__(self, adapter, batch_size: int, seed: int):
+    def __init__(self, adapter, batch_size: int, seed: int, tasks: list[str], lengths: list[int], side: int):
         self.adapter, self.batch_size, self.seed = adapter, batch_size, seed
+        self.tasks, self.lengths, self.side = tasks, lengths, side
 
     def __iter__(self):
         torch.set_num_threads(1)
@@ -84,18 +84,21 @@ class SynthStream(IterableDataset):
         rng = random.Random(self.seed * 1000 + (worker.id if worker else 0))
         pad_id = self.adapter.processor.tokenizer.pad_token_id
         while True:
-            length = rng.choice(TRAIN_LENGTHS)
-            samples = [make_sample(rng.choice(TASKS), length, seed=rng.randrange(2**31)) for _ in range(self.batch_size)]
+            length = rng.choice(self.lengths)
+            samples = [
+                make_sample(rng.choice(self.tasks), length, seed=rng.randrange(2**31), height=self.side, width=self.side)
+                for _ in range(self.batch_size)
+            ]
             yield collate([training_example(self.adapter, s) for s in samples], pad_id)
 
 
-def evaluate(qa: VideoQA, num_frames: int, per_task: int, seed: int) -> dict[str, float]:
+def evaluate(qa: VideoQA, tasks: list[str], num_frames: int, per_task: int, seed: int, side: int) -> dict[str, float]:
     """Accuracy per task on held-out seeds (never drawn in training: seeds >= 2**31)."""
     accuracy = {}
-    for index, task in enumerate(TASKS):
+    for index, task in enumerate(tasks):
         correct = 0
         for k in range(per_task):
-            sample = make_sample(task, num_frames, seed=2**31 + seed * 100_000 + index * 1000 + k)
+            sample = make_sample(task, num_frames, seed=2**31 + seed * 100_000 + index * 1000 + k, height=side, width=side)
             answer = qa.ask(sample_video(sample), prompt(sample), max_new_tokens=2)
             correct += answer.text[:1] == sample.answer
         accuracy[task] = correct / per_task
@@ -117,7 +120,12 @@ def main() -> None:
     parser.add_argument("--eval-frames", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=Path, help="continue from this saved checkpoint")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated synth tasks to train and evaluate")
+    parser.add_argument("--lengths", default="64,128,256", help="comma-separated training video lengths (frames)")
+    parser.add_argument("--side", type=int, default=112, help="frame side in pixels")
     args = parser.parse_args()
+    tasks = args.tasks.split(",")
+    lengths = [int(n) for n in args.lengths.split(",")]
 
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,7 +136,7 @@ def main() -> None:
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32, attn_implementation="sdpa")
     else:
         tokenizer = build_tokenizer(DEFAULT_CORPUS + synth_vocabulary_corpus(), vocab_size=640)
-        processor = build_processor("qwen2_5_vl", tokenizer, max_side=112)
+        processor = build_processor("qwen2_5_vl", tokenizer, max_side=args.side)
         config = build_config("qwen2_5_vl", tokenizer, hidden_size=args.hidden_size, num_layers=args.layers,
                               vision_hidden_size=128, vision_depth=4)
         config.get_text_config().initializer_range = 0.02
@@ -136,7 +144,7 @@ def main() -> None:
     model.to(device)
     enable_fast_vision(model)  # batched window attention: the stock encoder loops over windows in Python
     adapter = adapter_for(model, processor)
-    loader = DataLoader(SynthStream(adapter, args.batch_size, args.seed), batch_size=None, num_workers=args.workers,
+    loader = DataLoader(SynthStream(adapter, args.batch_size, args.seed, tasks, lengths, args.side), batch_size=None, num_workers=args.workers,
                         prefetch_factor=4 if args.workers else None, persistent_workers=bool(args.workers))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     deadline = time.monotonic() + args.minutes * 60
@@ -170,7 +178,7 @@ def main() -> None:
 
     qa = VideoQA.from_pretrained(args.output, device=device, dtype=torch.float32)
     enable_fast_vision(qa.model)
-    accuracy = evaluate(qa, args.eval_frames, args.eval_per_task, args.seed)
+    accuracy = evaluate(qa, tasks, args.eval_frames, args.eval_per_task, args.seed, args.side)
     report = {"steps": step, "final_loss": log[-1]["loss"] if log else None, "eval_frames": args.eval_frames,
               "eval_per_task": args.eval_per_task, "accuracy": accuracy, "chance": 0.25, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "log": log}
