@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -248,3 +250,122 @@ def test_cli(tiny_checkpoints, synth_data, tmp_path):
     saved = json.loads((output / "sct_config.json").read_text())
     assert saved["tokens_per_frame"] is None and saved["schedule"] == [16, 16, 4, 1] and saved["keep"] == "uniform"
     assert [r["step"] for r in read_log(output)] == [1]
+
+
+# -- PVC through the shared loop -----------------------------------------------------------------------------------------------
+def pvc_config(tiny_checkpoints, data: Path, output: Path, **overrides):
+    from vidpress.pvc.training import PVCTrainConfig
+
+    settings = dict(model=str(tiny_checkpoints["qwen2_5_vl"]), data=str(data), output=str(output), frames=FRAMES, max_side=112,
+                    tokens_per_frame=4, lr=1e-2, warmup_ratio=0.0, save_every=1)
+    return PVCTrainConfig(**settings | overrides)
+
+
+@pytest.mark.parametrize("train_projector", [False, True])
+def test_pvc_training_lowers_the_loss_and_trains_only_the_addon(tiny_checkpoints, tiny_qa, synth_data, tmp_path, train_projector):
+    from vidpress.presses.pvc import PVCPress
+    from vidpress.pvc import load_pvc, vision_tower
+    from vidpress.pvc.training import PVCObjective
+    from vidpress.train.objective import train
+
+    # batch_size 2 = the whole data set: every step sees the same batch
+    objective = PVCObjective(pvc_config(tiny_checkpoints, synth_data, tmp_path / "pvc", max_steps=4, batch_size=2,
+                                        train_projector=train_projector))
+    output = train(objective, progress=False)
+    losses = [r["loss"] for r in read_log(output)]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert not (output / "model.safetensors").exists() and (latest_checkpoint(output) / "pvc.safetensors").exists()
+    model = objective.adapter.model
+    reference = AutoModelForImageTextToText.from_pretrained(str(tiny_checkpoints["qwen2_5_vl"]))
+    assert all(torch.equal(p, reference.get_parameter(n)) for n, p in model.named_parameters()), "the base model changed"
+    pvc = objective.trainable.pvc
+    assert {p.dtype for p in pvc.parameters()} == {torch.float32}
+    assert pvc.temporal[0].gate.abs().sum() > 0 and pvc.compressor.gate.abs().sum() > 0  # both start at zero
+    if train_projector:
+        merger = vision_tower(model).merger
+        assert not torch.equal(pvc.merger.mlp[0].weight, merger.mlp[0].weight)
+    else:
+        assert pvc.merger is None
+
+    qa = tiny_qa["qwen2_5_vl"]
+    loaded = load_pvc(output, qa.model)
+    assert all(torch.equal(p, pvc.state_dict()[n]) for n, p in loaded.state_dict().items())
+    record = json.loads(synth_data.read_text().splitlines()[0])
+    ask = lambda press: qa.ask(synth_data.parent / record["video"], record["question"], press=press, num_frames=FRAMES,
+                               max_side=112, max_new_tokens=4).token_ids
+    assert ask(PVCPress(tokens_per_frame=4, checkpoint=str(output))) != ask(PVCPress(tokens_per_frame=4))
+
+
+def test_pvc_resume_continues_with_the_same_next_step_loss(tiny_checkpoints, synth_data, tmp_path):
+    from vidpress.pvc.training import train_pvc
+
+    first = train_pvc(pvc_config(tiny_checkpoints, synth_data, tmp_path / "a", max_steps=3, train_projector=True), progress=False)
+    second = tmp_path / "b"
+    shutil.copytree(first, second)
+    shutil.rmtree(second / "checkpoint-0000003")
+    (second / "log.jsonl").write_text("".join(line + "\n" for line in (first / "log.jsonl").read_text().splitlines()[:2]))
+    resumed = train_pvc(pvc_config(tiny_checkpoints, synth_data, second, max_steps=3, train_projector=True, resume=True), progress=False)
+    log = read_log(resumed)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert log[2]["loss"] == pytest.approx(read_log(first)[2]["loss"], rel=1e-6)
+    assert log[2]["loss"] != pytest.approx(log[1]["loss"], rel=1e-6), "degenerate test: the loss did not move"
+    final = [load_file(folder / "pvc.safetensors") for folder in (first, resumed)]
+    assert any(k.startswith("merger.") for k in final[0])
+    assert all(torch.allclose(final[0][k], final[1][k], rtol=1e-5, atol=1e-7) for k in final[0])
+
+
+def test_pvc_gradient_checkpointing_gives_the_same_losses(tiny_checkpoints, synth_data, tmp_path):
+    from vidpress.pvc.training import train_pvc
+
+    logs = [read_log(train_pvc(pvc_config(tiny_checkpoints, synth_data, tmp_path / str(on), max_steps=3, gradient_checkpointing=on),
+                               progress=False)) for on in (False, True)]
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-4)
+
+
+def test_pvc_two_processes_equal_one_process_with_both_samples(tiny_checkpoints, synth_data, tmp_path):
+    """DDP over the add-on (gloo, 2 CPU processes, 1 sample each) = one process with both samples in its step."""
+    from vidpress.pvc.training import train_pvc
+
+    single = train_pvc(pvc_config(tiny_checkpoints, synth_data, tmp_path / "one", max_steps=2, batch_size=2, train_projector=True),
+                       progress=False)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vidpress", "train", "pvc",
+               "--model", str(tiny_checkpoints["qwen2_5_vl"]), "--data", str(synth_data), "--output", str(tmp_path / "two"),
+               "--frames", str(FRAMES), "--max-side", "112", "--tokens-per-frame", "4", "--lr", "1e-2", "--warmup-ratio", "0",
+               "--max-steps", "2", "--train-projector"]
+    env = os.environ | {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = read_log(tmp_path / "two")
+    assert [r["samples"] for r in log] == [2, 2], "not two processes"
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in read_log(single)], rel=1e-5)
+    weights = [load_file(folder / "pvc.safetensors") for folder in (single, tmp_path / "two")]
+    assert all(torch.allclose(weights[0][k], weights[1][k], rtol=1e-5, atol=1e-6) for k in weights[0])
+
+
+@pytest.mark.parametrize("kwargs", [dict(tokens_per_frame=0), dict(layers=0), dict(lr=0)])
+def test_invalid_pvc_config(tiny_checkpoints, synth_data, tmp_path, kwargs):
+    with pytest.raises(ValueError):
+        pvc_config(tiny_checkpoints, synth_data, tmp_path, **kwargs)
+
+
+def test_pvc_cli(tiny_checkpoints, synth_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidpress.train_cli import train_app
+
+    runner = CliRunner()
+    usage = runner.invoke(train_app, ["pvc", "--help"], terminal_width=200)
+    assert usage.exit_code == 0, usage.output
+    for option in ("--layers", "--tokens-per-frame", "--train-projector", "--lr", "--resume", "--max-steps", "--grad-accum"):
+        assert option in usage.output
+    output = tmp_path / "cli"
+    result = runner.invoke(train_app, [
+        "pvc", "--model", str(tiny_checkpoints["qwen2_5_vl"]), "--data", str(synth_data), "--output", str(output),
+        "--frames", str(FRAMES), "--max-side", "112", "--max-steps", "1", "--layers", "1", "--tokens-per-frame", "4",
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((output / "pvc_train_config.json").read_text())
+    assert saved["layers"] == 1 and saved["tokens_per_frame"] == 4 and saved["lr"] == 1e-4 and not saved["train_projector"]
+    assert json.loads((output / "pvc_config.json").read_text())["layers"] == 1
+    bad = runner.invoke(train_app, ["pvc", "--model", "m", "--data", "d", "--output", str(tmp_path / "x"), "--tokens-per-frame", "0"])
+    assert bad.exit_code != 0 and "tokens_per_frame" in bad.output

@@ -5,7 +5,7 @@
 - ``model``: ``PVCConfig`` and the ``PVC`` module holding every added parameter;
 - ``attach``: hooks on a Qwen-VL tower, with the temporal state carried across chunked calls;
 - ``io``: safetensors save/load of the add-on alone; ``images``: images as static videos;
-- ``training`` (import it explicitly; it uses ``vidpress.train``): trainable parameters, the loss, one step.
+- ``training`` (import it explicitly; it uses ``vidpress.train``): trainable parameters, the loss, one step, the objective for the shared loop and ``train_pvc``.
 The press is ``vidpress.presses.pvc.PVCPress``.
 """
 

@@ -1,9 +1,11 @@
-"""Training PVC: which parameters train, the loss with PVC active, and one optimisation step.
+"""Training PVC: which parameters train, the loss with PVC active, one optimisation step, and the objective
+that the shared loop trains (``train_pvc``; ``vidpress train pvc`` on the command line).
 
 The paper (https://arxiv.org/abs/2412.09613) fine-tunes the whole VLM; here only the add-on trains
 (optionally with a copy of the tower's merger), on a frozen pretrained model, with the plain next-token
 cross-entropy on the answer tokens. Samples are the shared trainer's :class:`vidpress.train.encode.TrainSample`.
-This module is not a training loop: the loop (data, accelerate, checkpoints, resume) is the shared one.
+This module is not a training loop: the loop (data, accelerate, checkpoints, resume) is the shared one,
+:func:`vidpress.train.objective.train`.
 
 Usage, one sample (``pvc_training_step`` does exactly this)::
 
@@ -15,16 +17,26 @@ Usage, one sample (``pvc_training_step`` does exactly this)::
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidpress.adapters import LLMInputs, VideoAdapter
-from vidpress.pvc.attach import PVCRun, attach_pvc, vision_tower
+from vidpress.attention import use_per_layer_sdpa
+from vidpress.pvc.attach import PVCRun, attach_pvc, pvc_for_model, vision_tower
 from vidpress.pvc.compressor import compress_features
+from vidpress.pvc.io import load_pvc, save_pvc
 from vidpress.pvc.model import PVC
 from vidpress.train.encode import IGNORE, TrainSample
+from vidpress.train.objective import Objective, TrainConfig, enable_gradient_checkpointing, load_vlm, train
+
+CONFIG = "pvc_train_config.json"
 
 
 def trainable_parameters(model: nn.Module, pvc: PVC, train_projector: bool = False) -> list[nn.Parameter]:
@@ -103,3 +115,100 @@ def _video_features(adapter: VideoAdapter, inputs: dict) -> tuple[torch.Tensor, 
 def _whole(feature: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     """A deepstack feature as one tensor (transformers 5.17 returns a tensor, later versions one per video)."""
     return feature if isinstance(feature, torch.Tensor) else torch.cat(feature)
+
+
+@dataclass
+class PVCTrainConfig(TrainConfig):
+    """PVC training settings: the shared ones (:class:`~vidpress.train.objective.TrainConfig`; ``output``
+    receives the add-on, loadable by ``PVCPress(checkpoint=output)``) and these.
+
+    Parameters
+    ----------
+    layers : L, the last tower blocks that get PVC's modules (None: 4, at most the tower's depth).
+    tokens_per_frame : tokens per temporal unit the LLM sees during training (64 in the paper).
+    train_projector : also train a copy of the tower's merger, saved with the add-on.
+    lr : (shared) 1e-4 by default: the add-on starts from zero-initialised branches.
+    dtype : (shared) the frozen model's dtype: bfloat16 on GPU, float32 on CPU by default; the add-on
+        always trains in float32 (no autocast: its hooks cast their outputs to the tower's dtype).
+    """
+
+    lr: float = 1e-4
+    layers: int | None = None
+    tokens_per_frame: int = 64
+    train_projector: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layers is not None and self.layers < 1:
+            raise ValueError(f"layers must be >= 1, got {self.layers}")
+        if self.tokens_per_frame < 1:
+            raise ValueError(f"tokens_per_frame must be >= 1, got {self.tokens_per_frame}")
+
+
+class PVCTrainable(nn.Module):
+    """The add-on as the module the shared loop prepares (wrapped by DDP on several GPUs).
+
+    Its only parameters are the add-on's (the frozen model is not registered). Its forward runs a sample's
+    loss computation, so DDP, which synchronises gradients only after a forward through its wrapper, sees
+    one; the computation is passed as a closure, which DDP does not move between devices (the sample's
+    tensors stay where ``pvc_answer_loss`` expects them).
+    """
+
+    def __init__(self, pvc: PVC):
+        super().__init__()
+        self.pvc = pvc
+
+    def forward(self, loss: Callable[[], tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
+        return loss()
+
+
+class PVCObjective(Objective):
+    """PVC for the shared loop: the add-on (optionally with its merger copy) trains on a frozen model.
+
+    Checkpoints and the final output hold the add-on alone (``save_pvc``: ``pvc.safetensors`` and
+    ``pvc_config.json``), never the base model; the output also gets ``pvc_train_config.json``.
+    """
+
+    name = "pvc"
+    mixed_precision = "no"
+
+    def __init__(self, config: PVCTrainConfig):
+        self.config = config
+
+    def load(self, checkpoint: Path | None, device: torch.device) -> VideoAdapter:
+        config = self.config
+        model, adapter = load_vlm(config.model, config.model, config.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+        use_per_layer_sdpa(model)  # the LLM attention of inference
+        model.to(device).train()  # checkpointing acts in training mode only (the Qwen-VL configs have no dropout)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        if checkpoint is None:
+            pvc = pvc_for_model(model, config.layers).float()
+        else:
+            pvc = load_pvc(checkpoint, model, dtype=torch.float32)
+            if config.layers is not None and pvc.config.layers != config.layers:
+                raise ValueError(f"{checkpoint} has {pvc.config.layers} PVC layers, not {config.layers}")
+        trainable_parameters(model, pvc, config.train_projector)
+        self.adapter, self.trainable = adapter, PVCTrainable(pvc)
+        return adapter
+
+    def module(self) -> nn.Module:
+        return self.trainable
+
+    @contextmanager
+    def sample_loss(self, module: nn.Module, sample: TrainSample) -> Iterator[tuple[torch.Tensor, int]]:
+        pvc = self.trainable.pvc
+        with attach_pvc(vision_tower(self.adapter.model), pvc, stream=False) as run:
+            yield module(lambda: pvc_answer_loss(self.adapter, run, sample, self.config.tokens_per_frame))
+
+    def save(self, module: nn.Module, folder: Path) -> None:
+        save_pvc(module.pvc, folder)
+
+    def save_final(self, module: nn.Module, output: Path) -> None:
+        self.save(module, output)
+        (output / CONFIG).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+
+def train_pvc(config: PVCTrainConfig, *, progress: bool = True) -> Path:
+    """Train the PVC add-on as ``config`` says; returns the output folder (``PVCPress(checkpoint=...)`` loads it)."""
+    return train(PVCObjective(config), progress=progress)

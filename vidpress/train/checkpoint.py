@@ -1,8 +1,9 @@
 """Resumable training checkpoints: ``checkpoint-<step>/`` folders in the output folder.
 
-Each holds the model (``save_pretrained``: safetensors; only the LoRA adapter when training with LoRA), the
-processor, ``trainer_state.json`` (step, epoch, position in the epoch, the config), the optimizer and
-scheduler states, and each process's RNG states.
+Each holds the trained weights as the objective writes them (SCT: the model's ``save_pretrained`` and the
+processor, only the LoRA adapter when training with LoRA; PVC: the add-on alone), ``trainer_state.json``
+(step, epoch, position in the epoch, the config), the optimizer and scheduler states, and each process's
+RNG states.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,18 +46,19 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(folder: Path, model, processor, optimizer, scheduler, state: dict, *, rank: int, main: bool) -> None:
+def save_checkpoint(
+    folder: Path, write_weights: Callable[[Path], None], optimizer, scheduler, state: dict, *, rank: int, main: bool
+) -> None:
     """Write a checkpoint; every process calls it (RNG per rank), the main one writes the rest.
 
-    ``model`` is the unwrapped model. The trainer state is written last, so a folder without it (an
-    interrupted save) is never resumed from.
+    ``write_weights(folder)`` writes the trained weights. The trainer state is written last, so a folder
+    without it (an interrupted save) is never resumed from.
     """
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(rng_states(), folder / f"rng-{rank}.pt")
     if not main:
         return
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    write_weights(folder)
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     torch.save(scheduler.state_dict(), folder / "scheduler.pt")
     (folder / STATE).write_text(json.dumps(state, indent=2) + "\n")
@@ -64,7 +67,7 @@ def save_checkpoint(folder: Path, model, processor, optimizer, scheduler, state:
 def load_checkpoint(folder: Path, optimizer, scheduler, *, rank: int) -> dict:
     """Restore the optimizer, scheduler and this process's RNG from ``folder``; returns the trainer state.
 
-    The model weights are loaded by the caller (``from_pretrained`` on the folder, or its LoRA adapter).
+    The trained weights are loaded by the caller (the objective's ``load``).
     """
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
