@@ -69,8 +69,12 @@ def test_layer_keep_default_schedule_and_frame_groups():
 def test_frame_size_rules():
     assert LPCompPress(tokens_per_frame=None).frame_size(torch.tensor([36, 0, 36])) == 36
     assert LPCompPress(tokens_per_frame=4).frame_size(torch.tensor([16, 8])) == 4
+    assert LPCompPress().frame_size(torch.tensor([20, 12, 0, 15, 17])) == 16  # ToMe clips: cut by count
+    for even in ([36, 36], [8, 0, 8]):  # frames of evenly kept units never span two units
+        with pytest.raises(ValueError, match="not a multiple"):
+            LPCompPress().frame_size(torch.tensor(even))
     with pytest.raises(ValueError, match="not a multiple"):
-        LPCompPress().frame_size(torch.tensor([36, 36]))
+        LPCompPress().frame_size(torch.tensor([20, 13]))
     with pytest.raises(ValueError, match="as many tokens"):
         LPCompPress(tokens_per_frame=None).frame_size(torch.tensor([16, 12]))
     with pytest.raises(ValueError, match="entries starting at"):

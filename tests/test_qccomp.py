@@ -270,7 +270,7 @@ def test_xcomp_preset_equals_its_two_presses(tiny_qa):
     qa = tiny_qa["qwen3_vl"]
     video = make_video()
     preset = XCompPress(n_select=8, tokens_per_frame=None)
-    assert [type(p) for p in preset.presses] == [QCCompPress, LPCompPress]
+    assert [type(p) for p in preset.parts()] == [QCCompPress, LPCompPress]
     assert set(preset.stages) == {"token", "layer"} and preset.chunk_frames is None
     answer = qa.ask(video, QUESTION, press=preset, max_new_tokens=6)
     listed_presses = [QCCompPress(n_select=8), LPCompPress(tokens_per_frame=None)]

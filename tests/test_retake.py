@@ -446,10 +446,3 @@ def test_retake_preset_equals_the_composed_list(tiny_qa):
 def test_invalid_parameters(build):
     with pytest.raises(ValueError):
         build()
-
-
-def test_unimplemented_options_say_so():
-    with pytest.raises(NotImplementedError, match="contiguous_positions"):
-        DPSelectPress(keep_ratio=0.5, contiguous_positions=True)
-    with pytest.raises(NotImplementedError, match="reforge"):
-        PivotKVPress(reforge=True)

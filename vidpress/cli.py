@@ -131,7 +131,7 @@ def presses() -> None:
     table = Table("name", "class", "stages", "parameters")
     for name, cls in sorted(PRESSES.items()):
         params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
-        stages = cls.stages if isinstance(cls.stages, tuple) else ("composite",)
+        stages = cls.stages
         table.add_row(name, cls.__name__, ",".join(stages), params)
     console.print(table)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 from transformers.cache_utils import Cache
@@ -45,7 +46,11 @@ def prefill(
     presses: list[Press],
     context: PressContext,
 ) -> torch.Tensor:
-    """Prefill ``segments`` of ``inputs`` into ``cache`` with the presses' hooks; returns the last logits [1, V]."""
+    """Prefill ``segments`` of ``inputs`` into ``cache`` with the presses' hooks; returns the last logits [1, V].
+
+    Each segment runs at its positions plus ``context.position_shift`` as the presses' ``before_segment``
+    left it (None, the default, runs the positions as built).
+    """
     logits = None
     with contextlib.ExitStack() as stack:
         for press in presses:
@@ -54,12 +59,25 @@ def prefill(
             segment = inputs.slice(start, end)
             for press in presses:
                 press.before_segment(segment, context, is_video=is_video)
+            segment = shift_positions(segment, context.position_shift)
             logits = adapter.forward(segment, cache)
             for press in presses:
                 press.after_segment(segment, cache, context, is_video=is_video)
     if logits is None:
         raise ValueError("nothing to prefill: the prompt is empty")
     return logits[:, -1]
+
+
+def shift_positions(segment: LLMInputs, shift: torch.Tensor | None) -> LLMInputs:
+    """``segment`` with ``shift`` [P] added to each axis of its positions [P, 1, L]; itself when None."""
+    if shift is None:
+        return segment
+    return dataclasses.replace(segment, positions=segment.positions + shift.view(-1, 1, 1))
+
+
+def next_position(inputs: LLMInputs, shift: torch.Tensor | None = None) -> int:
+    """Position of the first decoded token after ``inputs`` run with ``shift`` (see :func:`shift_positions`)."""
+    return int(shift_positions(inputs, shift).positions[..., -1].max()) + 1
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import contextlib
 import copy
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -21,7 +21,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
 from vidpress.attention import use_per_layer_sdpa
 from vidpress.fast import enable_fast_vision
-from vidpress.generation import greedy_decode, prefill, segment_bounds
+from vidpress.generation import greedy_decode, next_position, prefill, segment_bounds
 from vidpress.presses.base import Press, PressContext, as_press_list
 from vidpress.video import Video, load_video
 
@@ -173,6 +173,9 @@ class VideoQA:
         keep = torch.ones(encoded.features.shape[:2], dtype=torch.bool)
         for p in presses:
             keep = p.select_tokens(encoded, keep, context)
+        if context.renumber_positions is not None:
+            positions = context.renumber_positions(encoded.inputs, keep)
+            encoded = context.encoded = replace(encoded, positions=positions)
         inputs = adapter.build_inputs(encoded, keep)
         context.inputs = inputs
         kept_frames = _kept_frames(video, keep, adapter.temporal_patch_size)
@@ -189,7 +192,7 @@ class VideoQA:
 
         answers = []
         for index, prompt in enumerate(prompts):
-            question_inputs = inputs if index == 0 else self._with_question(encoded, prompt, keep)
+            question_inputs = inputs if index == 0 else self._with_question(encoded, prompt, keep, context)
             question_cache = cache
             if len(questions) > 1:
                 question_cache = copy.deepcopy(cache) if index < len(prompts) - 1 else cache
@@ -198,8 +201,8 @@ class VideoQA:
                     logits = prefill(adapter, question_inputs, question_cache, [(start, len(question_inputs), False)], presses, context)
             kv_lengths = [question_cache.get_seq_length(layer) for layer in range(len(question_cache.layers))]
             with timer("generate"):
-                next_position = int(question_inputs.positions[..., -1].max()) + 1
-                tokens = greedy_decode(adapter, logits, question_cache, next_position, max_new_tokens)
+                first_position = next_position(question_inputs, context.position_shift)
+                tokens = greedy_decode(adapter, logits, question_cache, first_position, max_new_tokens)
             stats = AnswerStats(
                 frames_sampled=frames_sampled,
                 frames_kept=len(kept_frames),
@@ -238,11 +241,14 @@ class VideoQA:
         bar = tqdm(total=total, desc=description, unit="frame", leave=False)
         return lambda done: bar.update(done - bar.n)
 
-    def _with_question(self, encoded: EncodedVideo, prompt, keep: torch.Tensor) -> LLMInputs:
+    def _with_question(self, encoded: EncodedVideo, prompt, keep: torch.Tensor, context: PressContext) -> LLMInputs:
         """LLM inputs of another question on the same video (same prefix, its own question tokens)."""
         other = copy.copy(encoded)
         other.inputs = prompt
-        other.positions = self.adapter.full_positions(prompt)[:, 0]
+        if context.renumber_positions is None:
+            other.positions = self.adapter.full_positions(prompt)[:, 0]
+        else:
+            other.positions = context.renumber_positions(prompt, keep)
         return self.adapter.build_inputs(other, keep)
 
 

@@ -7,7 +7,7 @@ import types
 import typing
 
 from vidpress.presses.adaretake import AdaReTaKePress
-from vidpress.presses.base import Press, PressContext, as_press_list
+from vidpress.presses.base import CompositePress, Press, PressContext, as_press_list
 from vidpress.presses.dpselect import DPSelectPress
 from vidpress.presses.lpcomp import LPCompPress
 from vidpress.presses.pivotkv import PivotKVPress
@@ -73,6 +73,7 @@ def _parse(text: str, hint) -> object:
 __all__ = [
     "PRESSES",
     "AdaReTaKePress",
+    "CompositePress",
     "DPSelectPress",
     "LPCompPress",
     "PVCPress",

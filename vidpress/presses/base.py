@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 from transformers.cache_utils import Cache
 
 if TYPE_CHECKING:
+    from transformers import BatchFeature
+
     from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter
     from vidpress.video import Video
 
@@ -33,6 +35,14 @@ class PressContext:
 
     ``pivot_mask`` [T', N] bool marks the visual tokens a token-stage press chose as pivots (DPSelect's peaks),
     for a later kv-stage press of the same list to protect (PivotKV); None when no press set it.
+
+    ``position_shift`` [P] long, set by a press in ``before_segment`` (PivotKV's position reforge): added to
+    every axis of the positions of each segment prefilled from then on and of the decoded tokens; None (the
+    default) leaves the positions exactly as built.
+
+    ``renumber_positions(prompt, keep [T', N]) -> [P, L]``, set by a token-stage press (DPSelect's
+    ``contiguous_positions``): the full positions a prompt's LLM inputs are built from (``prompt`` the
+    processor's output), given the final keep mask; None keeps the model's own positions of the full prompt.
     """
 
     adapter: VideoAdapter
@@ -41,6 +51,8 @@ class PressContext:
     inputs: LLMInputs | None = None
     stats: dict = field(default_factory=dict)
     pivot_mask: torch.Tensor | None = None
+    position_shift: torch.Tensor | None = None
+    renumber_positions: Callable[[BatchFeature, torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -73,12 +85,37 @@ class Press:
         """Called after each prefill segment (text before the video, each video chunk, the question)."""
 
 
+@dataclass
+class CompositePress(Press):
+    """A preset: a fixed list of presses built from hyper-parameters of its own (the dataclass fields).
+
+    :func:`as_press_list` replaces a composite by its :meth:`parts`, so the pipeline runs every stage of the
+    parts itself: a composite forwards no stage method (called on the composite, they keep everything), and a
+    stage added to :class:`Press` later reaches the parts unchanged. ``stages`` is the union of the stages of
+    ``part_types``, the classes :meth:`parts` returns, in order.
+    """
+
+    part_types: ClassVar[tuple[type[Press], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.stages = tuple(dict.fromkeys(stage for part in cls.part_types for stage in part.stages))
+
+    def __post_init__(self) -> None:
+        self.parts()  # each part validates its own hyper-parameters
+
+    def parts(self) -> list[Press]:
+        """The presses this preset stands for, in pipeline order, built from its current fields."""
+        raise NotImplementedError
+
+
 def as_press_list(press: Press | list[Press] | tuple[Press, ...] | None) -> list[Press]:
-    """Normalise ``None``, one press, or a sequence of presses to a list."""
+    """Normalise ``None``, one press, or a sequence of presses to a flat list, each composite replaced by its parts."""
     if press is None:
         return []
-    presses = list(press) if isinstance(press, (list, tuple)) else [press]
-    for p in presses:
+    presses = []
+    for p in list(press) if isinstance(press, (list, tuple)) else [press]:
         if not isinstance(p, Press):
             raise TypeError(f"expected a vidpress Press, got {type(p).__name__}")
+        presses.extend(as_press_list(p.parts()) if isinstance(p, CompositePress) else [p])
     return presses

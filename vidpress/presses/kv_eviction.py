@@ -7,6 +7,8 @@
   (transformers 5.17 to 5.23). The layer's output was computed with every entry, as in the reference; only
   what later tokens see is pruned.
 - :func:`keep_last_entries` prunes the last entries of one cache layer in place.
+- :func:`rerotate_last_keys` moves the last keys of one cache layer to other rotary positions in place
+  (ReTaKe's position reforge).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from vidpress.adapters import VideoAdapter
+from vidpress.functional.pivotkv import rotate, unrotate
 
 AttentionHook = Callable[[int, torch.Tensor, tuple[torch.Tensor, torch.Tensor], Cache], None]
 
@@ -72,3 +75,23 @@ def keep_last_entries(layer: CacheLayerMixin, count: int, keep: torch.Tensor) ->
         states = getattr(layer, name)
         states[:, :, start : start + len(keep)] = states[:, :, start + keep]
         setattr(layer, name, states[:, :, : start + len(keep)])
+
+
+def rerotate_last_keys(
+    layer: CacheLayerMixin, old: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """Re-rotate the last ``K`` keys of one cache layer from the rotary embedding ``old`` to ``new``, in place.
+
+    Parameters
+    ----------
+    layer : a dynamic cache layer whose ``keys`` are [1, H_kv, S, D] (S >= K).
+    old : (cos, sin) [1, K, D] that rotated the last ``K`` keys (the rows of the kept entries).
+    new : (cos, sin) [1, K, D] of the positions the keys are moved to.
+
+    The keys are un-rotated exactly (:func:`~vidpress.functional.pivotkv.unrotate`, which also undoes an
+    attention scaling carried by cos/sin) and rotated again (:func:`~vidpress.functional.pivotkv.rotate`).
+    """
+    count = old[0].shape[-2]
+    keys = layer.keys[:, :, layer.keys.shape[2] - count :]
+    plain = unrotate(keys, old[0].unsqueeze(1), old[1].unsqueeze(1))
+    keys.copy_(rotate(plain, new[0].unsqueeze(1), new[1].unsqueeze(1)))

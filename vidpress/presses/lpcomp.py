@@ -49,11 +49,14 @@ class LPCompPress(Press):
 
     Parameters
     ----------
-    tokens_per_frame : ``N1``, visual tokens per LP-Comp frame: each group of that many consecutive visual
-        tokens of the (token-stage kept) sequence is a frame, so every temporal unit must keep a multiple of
-        it (XComp: 16, what VideoChat-Flash's or the ToMe press's merge leaves per frame; on Qwen-VL a unit of
-        ``H' x W'`` tokens with ``H' * W'`` a multiple of 16 is split into groups of 16). None: one frame per
-        temporal unit, ``N1`` = the tokens each unit keeps (all units must keep the same number).
+    tokens_per_frame : ``N1``, visual tokens per LP-Comp frame: the video's (token-stage kept) visual tokens,
+        in sequence order, are cut by count into frames of that many, so the video must keep a multiple of it
+        (XComp: 16). A temporal unit keeping a multiple of ``N1`` holds whole frames (on Qwen-VL a unit of
+        ``H' x W'`` tokens with ``H' * W'`` a multiple of 16 is split into groups of 16); a clip of ``F`` units
+        merged by :class:`~vidpress.presses.tome.ToMePress` keeps ``N1 * F`` tokens, unevenly over its units,
+        and holds ``F`` frames cut by count over the clip, as VideoChat-Flash reshapes a merged clip. Units
+        that all keep the same number of tokens must each keep a multiple of ``N1`` (no frame spans them). None:
+        one frame per temporal unit, ``N1`` = the tokens each unit keeps (all units must keep the same number).
     schedule : ``"round"`` (released code, default), ``"ceil"`` (the paper's formula), see
         :func:`vidpress.functional.lpcomp.lpcomp_schedule`; or an explicit non-increasing tuple with one
         tokens-per-frame value per decoder layer, starting at ``N1``.
@@ -86,11 +89,12 @@ class LPCompPress(Press):
             if len(counts) > 1:
                 raise ValueError(f"tokens_per_frame=None needs every temporal unit to keep as many tokens, got {counts}")
             return counts[0] if counts else 1
-        bad = [c for c in counts if c % self.tokens_per_frame]
-        if bad:
+        total = int(unit_counts.sum())
+        if total % self.tokens_per_frame or (len(counts) == 1 and counts[0] % self.tokens_per_frame):
             raise ValueError(
-                f"temporal units keep {bad} visual tokens, not a multiple of tokens_per_frame={self.tokens_per_frame}: "
-                "merge them first (ToMe press) or use tokens_per_frame=None (one frame per temporal unit)"
+                f"temporal units keep {counts} visual tokens, {total} in all: not a multiple of "
+                f"tokens_per_frame={self.tokens_per_frame} (each unit when kept evenly, all of them when merged "
+                "unevenly): merge them first (ToMe press) or use tokens_per_frame=None (one frame per temporal unit)"
             )
         return self.tokens_per_frame
 

@@ -2,7 +2,9 @@
 
 ReTaKe, "Reducing Temporal and Knowledge Redundancy for Long Video Understanding", arXiv:2412.20504
 (https://arxiv.org/abs/2412.20504). The cores are :func:`vidpress.functional.pivotkv_scores` and
-:func:`vidpress.functional.keep_indices_from_scores` (together :func:`vidpress.functional.pivotkv_keep`).
+:func:`vidpress.functional.keep_indices_from_scores` (together :func:`vidpress.functional.pivotkv_keep`);
+position reforge uses :func:`vidpress.functional.reforge_temporal_ids` and
+:func:`~vidpress.functional.pivotkv.unrotate` / :func:`~vidpress.functional.pivotkv.rotate`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ import torch
 from transformers.cache_utils import Cache
 
 from vidpress.adapters import LLMInputs, VideoAdapter
-from vidpress.functional.pivotkv import dynamic_ratio, keep_indices_from_scores, pivotkv_keep_len, pivotkv_scores
+from vidpress.functional.pivotkv import (
+    dynamic_ratio,
+    keep_indices_from_scores,
+    pivotkv_keep_len,
+    pivotkv_scores,
+    reforge_temporal_ids,
+    unrotate,
+)
 from vidpress.presses.base import Press, PressContext
-from vidpress.presses.kv_eviction import attention_hooks, keep_last_entries
+from vidpress.presses.kv_eviction import attention_hooks, keep_last_entries, rerotate_last_keys
 
 
 @dataclass
@@ -51,9 +60,29 @@ class PivotKVPress(Press):
         put in ``context.pivot_mask`` (no effect without one).
     hard_pivots : False (the reference, "soft"): a pivot's score is set to 1.0, the mean score of a chunk, so
         pivots rank above only the below-average entries. True: pivots are kept first while they fit.
-    reforge : ReTaKe's position reforge (squeezed temporal ids, continued by later chunks, the question and
-        decoding, per layer). Not implemented: it needs per-layer positions during decoding, which the press
-        protocol does not offer; True raises NotImplementedError.
+    reforge : ReTaKe's position reforge (the reference's setting for LVBench and VideoMME), M-RoPE models only
+        (Qwen2/2.5/3-VL; a model with 1-D positions raises ValueError when the prefill starts). See below.
+
+    Position reforge
+    ----------------
+    In every layer the chunk is scored from its un-rotated Q and K (no positions), and the kept keys are
+    re-rotated with squeezed temporal ids ``t0 + floor((t - t0) * K / L)`` (:func:`reforge_temporal_ids`;
+    ``t0`` the chunk's first temporal id, ``K = max(1, int(ratio * L))``; height and width ids untouched).
+    Later chunks run on the squeezed timeline: each is shifted on the temporal axis so that it follows the
+    squeezed id of the previous chunk's largest temporal id with the original gap (1 on Qwen2-VL:
+    "continuous"). The question (and the decoded tokens after it) is shifted on every axis so that its first
+    id lands where that id lies on the squeezed timeline (:func:`squeezed_id`): after the video, as in the
+    reference's positions (transformers 4.x), it follows the squeezed end; transformers 5.x Qwen2/2.5-VL
+    place text after a video at ``start + max(H', W')``, inside the video's temporal range, and it is mapped
+    there. The shift goes through ``context.position_shift`` (set in ``before_segment``, applied by the prefill
+    and by decoding); ``context.stats["pivotkv"]`` keeps ``temporal_shift`` and the per-chunk ``timeline``.
+
+    Deviation from the reference, needed for positions shared by all layers: the reference squeezes from the
+    smallest *kept* id and continues after each layer's last *kept* id, so later positions differ per layer.
+    Here ``t0`` and the continuation point come from the chunk's first and largest ids, kept or not: since
+    ``K`` is the same in every layer, the next chunk's first id is the same in every layer, and the stock
+    forward (one position tensor for all layers) runs unchanged. The reference's per-layer form would need
+    per-layer positions for later chunks, the question and decoding, and is not offered.
     """
 
     ratio: float | None = None
@@ -71,16 +100,16 @@ class PivotKVPress(Press):
             raise ValueError(f"max_input_length must be >= 1, got {self.max_input_length}")
         if self.chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
-        if self.reforge:
-            raise NotImplementedError(
-                "PivotKVPress(reforge=True) is not implemented: position reforge shifts the positions of later "
-                "chunks, of the question and of decoding per layer; kept entries keep their original positions"
-            )
         self._run: _Run | None = None
 
     # -- press protocol ----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def prefill_hooks(self, context: PressContext) -> Iterator[None]:
+        if self.reforge and context.adapter.position_axes != 3:
+            raise ValueError(
+                f"PivotKVPress(reforge=True) squeezes the temporal axis of M-RoPE positions; "
+                f"{type(context.adapter).__name__} has {context.adapter.position_axes}-D positions"
+            )
         ratio = self.ratio if self.ratio is not None else dynamic_ratio(len(context.inputs), self.max_input_length)
         self._run = _Run(context=context, ratio=ratio, pivot_by_source=self._pivot_by_source(context))
         try:
@@ -90,6 +119,8 @@ class PivotKVPress(Press):
             self._run = None
 
     def before_segment(self, segment: LLMInputs, context: PressContext, *, is_video: bool) -> None:
+        if self.reforge:
+            context.position_shift = self._reforge_shift(segment, context, is_video)
         self._run.segment = segment if is_video else None
 
     def after_segment(self, segment: LLMInputs, cache: Cache, context: PressContext, *, is_video: bool) -> None:
@@ -98,8 +129,41 @@ class PivotKVPress(Press):
         run = self._run
         run.segment = None
         stats = context.stats.setdefault("pivotkv", {"ratio": run.ratio, "chunk_lengths": [], "chunk_kept": []})
+        keep_len = pivotkv_keep_len(len(segment), run.ratio)
         stats["chunk_lengths"].append(len(segment))
-        stats["chunk_kept"].append(pivotkv_keep_len(len(segment), run.ratio))
+        stats["chunk_kept"].append(keep_len)
+        if self.reforge:  # ``segment`` ran shifted: its temporal ids are on the squeezed timeline
+            shift = stats.get("temporal_shift", 0)
+            first, last = int(segment.positions[0, 0, 0]), int(segment.positions[0, 0].max())
+            stats.setdefault("timeline", []).append([first - shift, last - shift, first, keep_len, len(segment)])
+            stats["temporal_shift"] = shift + (last - first) * keep_len // len(segment) - (last - first)
+
+    # -- position reforge ----------------------------------------------------------------------------------
+    @staticmethod
+    def _reforge_shift(segment: LLMInputs, context: PressContext, is_video: bool) -> torch.Tensor:
+        """[3] shift of the next segment: temporal only for a video chunk, every axis for text.
+
+        A text segment (all axes equal) moves to where its first id lies on the squeezed timeline.
+        """
+        stats = context.stats.get("pivotkv", {})
+        if is_video:
+            return torch.tensor([stats.get("temporal_shift", 0), 0, 0])
+        first = int(segment.positions[0, 0, 0])
+        return torch.tensor([squeezed_id(first, stats.get("timeline", [])) - first] * 3)
+
+    @staticmethod
+    def reforged_positions(positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """[3, 1, K] positions of the kept entries ``keep`` [K] of a chunk run at ``positions`` [3, 1, L].
+
+        The temporal ids from the chunk's first one on are squeezed towards it by ``K / L`` (ids below it,
+        such as the closing vision-end token of transformers 5.x Qwen2/2.5-VL, stay); height and width stay.
+        """
+        temporal = positions[0, 0]
+        kept = positions[:, :, keep].clone()
+        first = temporal[0]
+        squeezed = reforge_temporal_ids(temporal, keep, first)
+        kept[0, 0] = torch.where(kept[0, 0] >= first, squeezed, kept[0, 0])
+        return kept
 
     # -- scoring and eviction ------------------------------------------------------------------------------
     def scores(
@@ -110,9 +174,12 @@ class PivotKVPress(Press):
 
         ``hidden_states`` [1, L, C] and ``position_embeddings`` are the layer attention's inputs for the chunk;
         ``pivots`` bool [L] or None. Soft pivots score 1.0; with ``hard_pivots`` the scores stay raw (the pivots
-        are ranked first when the entries are chosen).
+        are ranked first when the entries are chosen). With ``reforge`` Q and K are un-rotated first.
         """
         query, key = adapter.layer_qk(layer_index, hidden_states, position_embeddings)
+        if self.reforge:
+            cos, sin = (e.unsqueeze(1) for e in position_embeddings)
+            query, key = unrotate(query, cos, sin), unrotate(key, cos, sin)
         return pivotkv_scores(query, key, None if self.hard_pivots else pivots)
 
     def _evict(
@@ -134,6 +201,21 @@ class PivotKVPress(Press):
         scores = self.scores(run.context.adapter, layer_index, hidden_states, position_embeddings, pivots)
         keep = keep_indices_from_scores(scores, keep_len, pivots, self.hard_pivots)
         keep_last_entries(cache.layers[layer_index], length, keep)
+        if self.reforge:
+            self._reforge_keys(cache, layer_index, hidden_states, position_embeddings, keep)
+
+    def _reforge_keys(
+        self, cache: Cache, layer_index: int, hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor,
+    ) -> None:
+        """Re-rotate the kept keys of the chunk (the last ``len(keep)`` of the layer) at their squeezed ids."""
+        run = self._run
+        positions = run.segment.positions + run.context.position_shift.view(-1, 1, 1)
+        new_positions = self.reforged_positions(positions, keep.cpu()).to(hidden_states.device)
+        rotary = run.context.adapter.inner.language_model.rotary_emb
+        new = rotary(hidden_states, new_positions)
+        old = tuple(e[:, keep] for e in position_embeddings)
+        rerotate_last_keys(cache.layers[layer_index], old, new)
 
     def _pivot_by_source(self, context: PressContext) -> torch.Tensor | None:
         """Bool [L_prompt]: which tokens of the full prompt are DPSelect pivots (None without pivots)."""
@@ -143,3 +225,16 @@ class PivotKVPress(Press):
         flags = torch.zeros(encoded.input_ids.shape[1], dtype=torch.bool)
         flags[encoded.video_token_index.flatten()] = context.pivot_mask.flatten().cpu()
         return flags
+
+
+def squeezed_id(temporal_id: int, timeline: list[list[int]]) -> int:
+    """Where ``temporal_id`` of the prompt lies on the squeezed timeline of the video chunks reforged so far.
+
+    ``timeline`` holds one ``[first, last, new_first, K, L]`` per chunk, in order: the chunk's first and
+    largest original temporal ids, the id its first token ran at, and its kept and total lengths. Inside a
+    chunk an id is squeezed by ``K / L`` from ``new_first``; after it, ids are translated with its end.
+    """
+    for first, last, new_first, keep, length in reversed(timeline):
+        if temporal_id >= first:
+            return new_first + (min(temporal_id, last) - first) * keep // length + max(0, temporal_id - last)
+    return temporal_id
