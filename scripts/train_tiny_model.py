@@ -44,12 +44,18 @@ def sample_video(sample) -> Video:
     )
 
 
-def training_example(adapter, sample) -> dict[str, torch.Tensor]:
-    """Processor inputs of the question prompt followed by the answer letter and EOS; labels on the answer only."""
-    inputs = adapter.prepare(sample_video(sample), prompt(sample))
+def training_example(adapter, sample, answer_with: str = "letter") -> dict[str, torch.Tensor]:
+    """Processor inputs of the question prompt followed by the answer and EOS; labels on the answer only.
+
+    ``answer_with="letter"`` answers the multiple-choice prompt with the option's letter; ``"name"`` asks the
+    bare question and answers with the option's text (a curriculum step: content before the letter mapping).
+    """
+    text = prompt(sample) if answer_with == "letter" else sample.question
+    inputs = adapter.prepare(sample_video(sample), text)
     inputs.pop("timestamps")
     tokenizer = adapter.processor.tokenizer
-    answer = tokenizer(sample.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target = sample.answer if answer_with == "letter" else sample.answer_text
+    answer = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     prompt_ids = inputs["input_ids"][0]
     inputs["input_ids"] = torch.cat([prompt_ids, torch.tensor(answer)])[None]
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
@@ -74,9 +80,9 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, t
 class SynthStream(IterableDataset):
     """Endless batches of same-length synthetic questions, different per worker and seed."""
 
-    def __init__(self, adapter, batch_size: int, seed: int, tasks: list[str], lengths: list[int], side: int):
+    def __init__(self, adapter, batch_size: int, seed: int, tasks: list[str], lengths: list[int], side: int, answer_with: str):
         self.adapter, self.batch_size, self.seed = adapter, batch_size, seed
-        self.tasks, self.lengths, self.side = tasks, lengths, side
+        self.tasks, self.lengths, self.side, self.answer_with = tasks, lengths, side, answer_with
 
     def __iter__(self):
         torch.set_num_threads(1)
@@ -89,18 +95,24 @@ class SynthStream(IterableDataset):
                 make_sample(rng.choice(self.tasks), length, seed=rng.randrange(2**31), height=self.side, width=self.side)
                 for _ in range(self.batch_size)
             ]
-            yield collate([training_example(self.adapter, s) for s in samples], pad_id)
+            yield collate([training_example(self.adapter, s, self.answer_with) for s in samples], pad_id)
 
 
-def evaluate(qa: VideoQA, tasks: list[str], num_frames: int, per_task: int, seed: int, side: int) -> dict[str, float]:
+def evaluate(
+    qa: VideoQA, tasks: list[str], num_frames: int, per_task: int, seed: int, side: int, answer_with: str = "letter"
+) -> dict[str, float]:
     """Accuracy per task on held-out seeds (never drawn in training: seeds >= 2**31)."""
     accuracy = {}
     for index, task in enumerate(tasks):
         correct = 0
         for k in range(per_task):
             sample = make_sample(task, num_frames, seed=2**31 + seed * 100_000 + index * 1000 + k, height=side, width=side)
-            answer = qa.ask(sample_video(sample), prompt(sample), max_new_tokens=2)
-            correct += answer.text[:1] == sample.answer
+            if answer_with == "letter":
+                answer = qa.ask(sample_video(sample), prompt(sample), max_new_tokens=2)
+                correct += answer.text[:1] == sample.answer
+            else:
+                answer = qa.ask(sample_video(sample), sample.question, max_new_tokens=8)
+                correct += answer.text == sample.answer_text
         accuracy[task] = correct / per_task
     return accuracy
 
@@ -123,6 +135,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated synth tasks to train and evaluate")
     parser.add_argument("--lengths", default="64,128,256", help="comma-separated training video lengths (frames)")
     parser.add_argument("--side", type=int, default=112, help="frame side in pixels")
+    parser.add_argument("--answer-with", choices=("letter", "name"), default="letter",
+                        help="train on the option letter (multiple choice) or on the object's name (curriculum)")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     lengths = [int(n) for n in args.lengths.split(",")]
@@ -144,7 +158,7 @@ def main() -> None:
     model.to(device)
     enable_fast_vision(model)  # batched window attention: the stock encoder loops over windows in Python
     adapter = adapter_for(model, processor)
-    loader = DataLoader(SynthStream(adapter, args.batch_size, args.seed, tasks, lengths, args.side), batch_size=None, num_workers=args.workers,
+    loader = DataLoader(SynthStream(adapter, args.batch_size, args.seed, tasks, lengths, args.side, args.answer_with), batch_size=None, num_workers=args.workers,
                         prefetch_factor=4 if args.workers else None, persistent_workers=bool(args.workers))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     deadline = time.monotonic() + args.minutes * 60
@@ -178,7 +192,7 @@ def main() -> None:
 
     qa = VideoQA.from_pretrained(args.output, device=device, dtype=torch.float32)
     enable_fast_vision(qa.model)
-    accuracy = evaluate(qa, tasks, args.eval_frames, args.eval_per_task, args.seed, args.side)
+    accuracy = evaluate(qa, tasks, args.eval_frames, args.eval_per_task, args.seed, args.side, args.answer_with)
     report = {"steps": step, "final_loss": log[-1]["loss"] if log else None, "eval_frames": args.eval_frames,
               "eval_per_task": args.eval_per_task, "accuracy": accuracy, "chance": 0.25, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "log": log}
