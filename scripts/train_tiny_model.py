@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidpress import Video, VideoQA
 from vidpress.adapters import adapter_for
+from vidpress.eval.answers import extract_letter
 from vidpress.fast import enable_fast_vision
 from vidpress.synth import TASKS, make_sample, prompt, synth_vocabulary_corpus
 from vidpress.tiny import DEFAULT_CORPUS, build_config, build_processor, build_tokenizer
@@ -47,10 +48,11 @@ def sample_video(sample) -> Video:
 def training_example(adapter, sample, answer_with: str = "letter") -> dict[str, torch.Tensor]:
     """Processor inputs of the question prompt followed by the answer and EOS; labels on the answer only.
 
-    ``answer_with="letter"`` answers the multiple-choice prompt with the option's letter; ``"name"`` asks the
-    bare question and answers with the option's text (a curriculum step: content before the letter mapping).
+    ``answer_with``: "letter" answers the multiple-choice prompt with the option's letter; "option" answers it
+    with the option's text (graded by vidpress.eval's letter extraction, which maps an option's text to its
+    letter); "name" asks the bare question and answers with the option's text.
     """
-    text = prompt(sample) if answer_with == "letter" else sample.question
+    text = sample.question if answer_with == "name" else prompt(sample)
     inputs = adapter.prepare(sample_video(sample), text)
     inputs.pop("timestamps")
     tokenizer = adapter.processor.tokenizer
@@ -107,12 +109,12 @@ def evaluate(
         correct = 0
         for k in range(per_task):
             sample = make_sample(task, num_frames, seed=2**31 + seed * 100_000 + index * 1000 + k, height=side, width=side)
-            if answer_with == "letter":
-                answer = qa.ask(sample_video(sample), prompt(sample), max_new_tokens=2)
-                correct += answer.text[:1] == sample.answer
-            else:
+            if answer_with == "name":
                 answer = qa.ask(sample_video(sample), sample.question, max_new_tokens=8)
                 correct += answer.text == sample.answer_text
+            else:
+                answer = qa.ask(sample_video(sample), prompt(sample), max_new_tokens=8)
+                correct += extract_letter(answer.text, sample.options) == sample.answer
         accuracy[task] = correct / per_task
     return accuracy
 
@@ -135,8 +137,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated synth tasks to train and evaluate")
     parser.add_argument("--lengths", default="64,128,256", help="comma-separated training video lengths (frames)")
     parser.add_argument("--side", type=int, default=112, help="frame side in pixels")
-    parser.add_argument("--answer-with", choices=("letter", "name"), default="letter",
-                        help="train on the option letter (multiple choice) or on the object's name (curriculum)")
+    parser.add_argument("--answer-with", choices=("letter", "option", "name"), default="option",
+                        help="answer the multiple-choice prompt with the letter or the option's text, or the bare question with the name")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     lengths = [int(n) for n in args.lengths.split(",")]
