@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from vidpress import VideoQA
-from vidpress.presses import PressContext, UniformFramePress
+from vidpress.presses import UniformFramePress
 from vidpress.tiny_families import FAMILIES, build_tiny_family
+from tests.helpers import assert_chunked_prefill_equals_one_shot
 from tests.test_pipeline import QUESTION, make_video, stock_generate
 
 
@@ -120,18 +121,7 @@ def test_chunked_encoding_equals_one_shot(qa):
 
 
 def test_chunked_prefill_equals_one_shot_prefill(qa):
-    from vidpress.generation import prefill, segment_bounds
-
-    adapter = qa.adapter
-    encoded = encode(qa, 10)
-    inputs = adapter.build_inputs(encoded)
-    context = PressContext(adapter=adapter, question=QUESTION, encoded=encoded, inputs=inputs)
-    logits = {}
-    for chunk in (None, 4):
-        segments = segment_bounds(encoded, inputs, chunk, adapter.temporal_patch_size, split_question=False)
-        assert segments[0][0] == 0 and segments[-1][1] == len(inputs)
-        logits[chunk] = prefill(adapter, inputs, adapter.new_cache(), segments, [], context)
-    torch.testing.assert_close(logits[4], logits[None], rtol=1e-4, atol=1e-5)
+    assert_chunked_prefill_equals_one_shot(qa.adapter, encode(qa, 10), QUESTION)
 
 
 def test_layer_qk_gives_the_attention_modules_query_and_key(qa):

@@ -10,7 +10,7 @@ import torch
 from vidpress import Video, VideoQA, load_video
 from vidpress.fast import disable_fast_vision
 from vidpress.presses import UniformFramePress
-from tests.helpers import random_frames
+from tests.helpers import assert_chunked_prefill_equals_one_shot, random_frames
 
 QUESTION = "What object appeared in the video?"
 
@@ -107,20 +107,8 @@ def test_chunked_encoding_equals_one_shot(tiny_qa, family):
 
 
 def test_chunked_prefill_equals_one_shot_prefill(tiny_qa, family):
-    from vidpress.generation import prefill, segment_bounds
-    from vidpress.presses import PressContext
-
-    qa = tiny_qa[family]
-    adapter = qa.adapter
-    encoded = adapter.encode(adapter.prepare(make_video(16), QUESTION))
-    inputs = adapter.build_inputs(encoded)
-    context = PressContext(adapter=adapter, question=QUESTION, encoded=encoded, inputs=inputs)
-    logits = {}
-    for chunk in (None, 4):
-        segments = segment_bounds(encoded, inputs, chunk, adapter.temporal_patch_size, split_question=False)
-        assert segments[0][0] == 0 and segments[-1][1] == len(inputs)
-        logits[chunk] = prefill(adapter, inputs, adapter.new_cache(), segments, [], context)
-    torch.testing.assert_close(logits[4], logits[None], rtol=1e-4, atol=1e-5)
+    adapter = tiny_qa[family].adapter
+    assert_chunked_prefill_equals_one_shot(adapter, adapter.encode(adapter.prepare(make_video(16), QUESTION)), QUESTION)
 
 
 def test_ask_many_matches_ask(tiny_qa, family):

@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from vidpress.cli_options import PressArgOption, build_presses
+
 DEFAULT_ARCHS = "qwen2_5_vl_7b,qwen3_vl_8b"
 DEFAULT_FRAMES = "256,1024,2048,4096,7200"
 
@@ -39,9 +41,7 @@ def bench_command(
     arch: Annotated[str, typer.Option(help="Comma-separated architectures: qwen2_5_vl_7b, qwen3_vl_8b, tiny, tiny_qwen3_vl.")] = DEFAULT_ARCHS,
     frames: Annotated[str, typer.Option(help="Comma-separated frame counts (2 fps, 448 px long side).")] = DEFAULT_FRAMES,
     press: Annotated[Optional[list[str]], typer.Option("--press", help="A press to time as its own row (repeatable).")] = None,
-    press_arg: Annotated[
-        Optional[list[str]], typer.Option("--press-arg", help="Press parameter k=v (or NAME.k=v with several presses).")
-    ] = None,
+    press_arg: PressArgOption = None,
     fast_vision: Annotated[bool, typer.Option("--fast-vision/--no-fast-vision", help="Batched vision attention in the vidpress rows.")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per answer (decode ms/token averages over them).")] = 32,
     stock_max_frames: Annotated[
@@ -53,7 +53,6 @@ def bench_command(
 ) -> None:
     """Time decode, vision, prefill, first token and decoding of plain transformers and of vidpress presses."""
     from vidpress.bench import Settings, console_table, run_bench, write_markdown
-    from vidpress.cli import build_presses
 
     names = press or []
     presses = [(press_label(name, p), p) for name, p in zip(names, build_presses(names, press_arg))]

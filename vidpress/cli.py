@@ -12,38 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vidpress.cli_options import PressArgOption, PressOption, build_presses
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long-video question answering with compressed video tokens.")
 console = Console()
-
-PressOption = Annotated[Optional[list[str]], typer.Option("--press", help="Press name (repeat to compose; see `vidpress presses`).")]
-PressArgOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--press-arg", help="Press parameter k=v (or NAME.k=v when several presses are given)."),
-]
-
-
-def build_presses(names: list[str] | None, args: list[str] | None) -> list:
-    """Presses from CLI names and ``k=v`` / ``NAME.k=v`` arguments."""
-    from vidpress.presses import press_from_name
-
-    names = names or []
-    per_press: dict[str, dict[str, str]] = {name: {} for name in names}
-    for item in args or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--press-arg must look like k=v, got {item!r}")
-        target, dot, key = key.rpartition(".")
-        if not dot:
-            if len(names) != 1:
-                raise typer.BadParameter(f"--press-arg {item!r}: say which press, as NAME.{key}=...")
-            target = names[0]
-        if target not in per_press:
-            raise typer.BadParameter(f"--press-arg {item!r} names press {target!r}, which is not among --press {names}")
-        per_press[target][key] = value
-    try:
-        return [press_from_name(name, per_press[name]) for name in names]
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
 
 
 def print_answer(answer, *, as_json: bool, extra: dict | None = None) -> None:

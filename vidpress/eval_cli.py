@@ -1,6 +1,6 @@
 """``vidpress eval`` and ``vidpress plot``: two plain typer-annotated functions, registered by vidpress.cli.
 
-This module does not import vidpress.cli at import time (vidpress.cli imports it to register the commands).
+It imports its shared options from vidpress.cli_options, never vidpress.cli (which imports it to register them).
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from vidpress.cli_options import PressArgOption, PressOption, build_presses
+
 console = Console()
 
-Presses = Annotated[Optional[list[str]], typer.Option("--press", help="Press name (repeat to compose; see `vidpress presses`).")]
-PressArgs = Annotated[
-    Optional[list[str]],
-    typer.Option("--press-arg", help="Press parameter k=v (or NAME.k=v when several presses are given)."),
-]
 
 
 TASK_HELP = "videomme, mlvu-dev, mlvu-test, lvbench, longvideobench, synth, synth-<task>-<frames>, synth-grid-<frames>."
@@ -39,8 +36,8 @@ def default_output(task: str, model: str, presses: list[str], press_args: list[s
 def eval_command(
     model: Annotated[str, typer.Option(help="Hub model name or local folder.")],
     task: Annotated[str, typer.Option(help=TASK_HELP)],
-    press: Presses = None,
-    press_arg: PressArgs = None,
+    press: PressOption = None,
+    press_arg: PressArgOption = None,
     data: Annotated[Optional[Path], typer.Option(help="The benchmark's annotation file (MLVU, synth: or its folder).")] = None,
     video_dir: Annotated[Optional[Path], typer.Option(help="Videos folder, searched recursively (default: --data's folder).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate the first N samples only.")] = None,
@@ -54,7 +51,6 @@ def eval_command(
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16, float32 (default: bf16 on GPU).")] = None,
 ) -> None:
     """Evaluate MODEL with presses on a benchmark; resumable, one process per GPU under `accelerate launch`."""
-    from vidpress.cli import build_presses
     from vidpress.eval.runner import ConfigMismatchError, EvalRun, Sampling, evaluate
 
     presses = build_presses(press, press_arg)

@@ -38,7 +38,7 @@ def manifest() -> ModelManifest:
 
 def parse_presses(press: str | None, press_args: str | None) -> list[Press]:
     """Presses from ``press="a+b"`` and ``press_args="k:v;b.k:v"`` (model_args values cannot hold commas)."""
-    from vidpress.cli import build_presses
+    from vidpress.cli_options import build_presses
 
     names = press.split("+") if press else []
     args = [item.strip().replace(":", "=", 1) for item in (press_args or "").split(";") if item.strip()]
