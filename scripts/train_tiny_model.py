@@ -163,17 +163,15 @@ def main() -> None:
     loader = DataLoader(SynthStream(adapter, args.batch_size, args.seed, tasks, lengths, args.side, args.answer_with), batch_size=None, num_workers=args.workers,
                         prefetch_factor=4 if args.workers else None, persistent_workers=bool(args.workers))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    deadline = time.monotonic() + args.minutes * 60
-    estimated_steps = args.max_steps
+    budget = args.minutes * 60
     log = []
     model.train()
     start = time.monotonic()
     for step, batch in enumerate(loader):
-        if step >= args.max_steps or time.monotonic() > deadline:
+        elapsed = time.monotonic() - start
+        if step >= args.max_steps or elapsed > budget:
             break
-        if step == 50:  # estimate the steps that fit in the budget, for the cosine schedule
-            estimated_steps = min(args.max_steps, int(50 * args.minutes * 60 / (time.monotonic() - start)))
-        progress = min(1.0, step / max(1, estimated_steps))
+        progress = max(step / args.max_steps, elapsed / budget)  # the cosine ends with whichever budget ends first
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in optimizer.param_groups:
             group["lr"] = lr
