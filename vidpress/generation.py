@@ -92,6 +92,8 @@ def greedy_decode(
 
     Each new token's position is ``next_position`` + step (on every M-RoPE axis: text after the video),
     which is what the stock generate computes from the model's rope deltas. Stops after an EOS token.
+    Each step writes its KV entries in place when ``cache`` has room reserved (:func:`vidpress.fast.reserve`,
+    as ``VideoQA`` does by default); the stock dynamic layers copy their whole cache at every step.
     """
     eos = adapter.eos_token_ids
     tokens: list[int] = []

@@ -17,10 +17,11 @@ from typing import Callable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+from transformers.cache_utils import Cache
 
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
 from vidpress.attention import use_per_layer_sdpa
-from vidpress.fast import enable_fast_vision
+from vidpress.fast import enable_fast_vision, reserve
 from vidpress.generation import greedy_decode, next_position, prefill, segment_bounds
 from vidpress.presses.base import Press, PressContext, as_press_list
 from vidpress.video import Video, load_video
@@ -67,6 +68,9 @@ class VideoQA:
     fast_vision : run the Qwen-VL vision towers' window/frame attention as batched SDPA calls
         (vidpress.fast; same outputs as the stock per-window loop, several times faster on GPU). False keeps
         the stock encoder.
+    fast_decode : decode into KV buffers reserved after the prefill (vidpress.fast.decode: each step writes
+        one entry per layer instead of copying the whole cache; same tokens). False keeps the stock dynamic
+        cache, which concatenates every layer's whole cache at every step.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class VideoQA:
         *,
         encode_chunk_frames: int | None = None,
         fast_vision: bool = True,
+        fast_decode: bool = True,
     ):
         self.adapter: VideoAdapter = adapter_for(model, processor)
         use_per_layer_sdpa(model)
@@ -84,6 +89,7 @@ class VideoQA:
         self.model = model.eval()
         self.processor = processor
         self.encode_chunk_frames = encode_chunk_frames
+        self.fast_decode = fast_decode
 
     @classmethod
     def from_pretrained(
@@ -94,6 +100,7 @@ class VideoQA:
         *,
         attn_implementation: str = "sdpa",
         fast_vision: bool = True,
+        fast_decode: bool = True,
         **kwargs,
     ) -> VideoQA:
         """Load a hub model name or a local folder; ``device`` defaults to CUDA when available."""
@@ -106,7 +113,7 @@ class VideoQA:
             str(name_or_path), dtype=dtype, attn_implementation=attn_implementation, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(str(name_or_path))
-        return cls(model, processor, fast_vision=fast_vision)
+        return cls(model, processor, fast_vision=fast_vision, fast_decode=fast_decode)
 
     # -- public API ------------------------------------------------------------------------------------
     def ask(
@@ -193,10 +200,13 @@ class VideoQA:
         answers = []
         for index, prompt in enumerate(prompts):
             question_inputs = inputs if index == 0 else self._with_question(encoded, prompt, keep, context)
-            question_cache = cache
+            start = len(question_inputs)  # first token not prefilled yet
             if len(questions) > 1:
-                question_cache = copy.deepcopy(cache) if index < len(prompts) - 1 else cache
                 start = int(torch.searchsorted(question_inputs.source_index, torch.tensor(encoded.question_start)))
+            with timer("generate"):
+                room = len(question_inputs) - start + max_new_tokens
+                question_cache = self._decode_cache(cache, room, shared=index < len(prompts) - 1)
+            if start < len(question_inputs):
                 with timer("prefill"):
                     logits = prefill(adapter, question_inputs, question_cache, [(start, len(question_inputs), False)], presses, context)
             kv_lengths = [question_cache.get_seq_length(layer) for layer in range(len(question_cache.layers))]
@@ -220,6 +230,13 @@ class VideoQA:
         return answers
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _decode_cache(self, cache: Cache, room: int, *, shared: bool) -> Cache:
+        """The cache to prefill a question into and decode from: ``cache`` itself, or a copy when it is
+        ``shared`` with later questions; with ``fast_decode``, its layers hold ``room`` free slots."""
+        if self.fast_decode:
+            return reserve(cache, room, copy=shared)
+        return copy.deepcopy(cache) if shared else cache
+
     def _load(self, video, num_frames, fps, max_frames, max_side, progress) -> Video:
         if isinstance(video, Video):
             if num_frames is not None:

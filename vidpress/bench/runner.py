@@ -6,7 +6,8 @@ Rows of one (architecture, frames) pair read the same synthetic mp4 (2 fps, ever
   ``model.generate`` (greedy, stock SDPA in the LLM and the vision tower). Vision seconds come from hooks
   on the vision tower; first-token and per-token times from a logits processor called at every step.
 - ``vidpress`` and ``vidpress + <press>``: ``VideoQA.ask`` on the file, with its own stage seconds and peak
-  memory (vision seconds again from the tower hooks), on the batched vision attention when ``fast_vision``.
+  memory (vision seconds again from the tower hooks), on the batched vision attention when ``fast_vision``
+  and decoding into reserved KV buffers when ``fast_decode``.
 
 Every row records the LLM tokens, KV-cache size, and each stage's floor (FLOPs or bytes, see
 :mod:`vidpress.bench.floors`) as a fraction of the device's measured peaks. A row that runs out of GPU
@@ -52,6 +53,8 @@ class Settings:
     frames : frame counts (frames sampled at 2 fps from a video that long).
     presses : (label, press) pairs, each a vidpress row besides the press-free one.
     fast_vision : run the vidpress rows on the batched vision attention (:mod:`vidpress.fast`).
+    fast_decode : decode the vidpress rows into reserved KV buffers (:mod:`vidpress.fast.decode`); False keeps
+        the stock dynamic cache, for comparison.
     max_new_tokens : greedy tokens per answer (decode ms/token is averaged over them).
     stock_max_frames : skip the transformers row above this many frames (None: never skip).
     device : "cuda", "cpu"... (None: CUDA when available).
@@ -62,6 +65,7 @@ class Settings:
     frames: Sequence[int]
     presses: Sequence[tuple[str, Press]] = ()
     fast_vision: bool = True
+    fast_decode: bool = True
     max_new_tokens: int = 32
     stock_max_frames: int | None = None
     device: str | None = None
@@ -322,7 +326,7 @@ def run_bench(settings: Settings, progress=None) -> Result:
         for name in settings.archs:
             arch = get_arch(name)
             model, processor = build_model(arch, device, dtype)
-            bench = ArchBench(VideoQA(model, processor), arch, settings, peaks)
+            bench = ArchBench(VideoQA(model, processor, fast_decode=settings.fast_decode), arch, settings, peaks)
             for row in bench.rows(video_dir):
                 rows.append(row)
                 if progress is not None:

@@ -1,0 +1,88 @@
+"""KV cache layers with room reserved for decoding: each step writes one entry per layer, in place.
+
+The stock ``DynamicLayer.update`` appends by ``torch.cat`` of the whole layer, so every decoded token copies
+the whole KV cache (7.9 GiB read and written per token for Qwen2.5-VL-7B at 2048 frames) and allocates a new
+block per layer. :func:`reserve` moves each layer's entries, once, into buffers of capacity ``length + room``;
+:class:`BufferedLayer` then writes the new entries after the valid prefix and hands the attention views of
+that prefix, so a step reads every KV entry once (inside SDPA) and copies none.
+
+Everything else stays stock: the cache object is still the ``DynamicCache`` the prefill filled (only its
+layer objects change), its layers report their own lengths (so per-layer lengths left by AdaReTaKe or LP-Comp
+work through ``vidpress_sdpa`` as before), the layers are not "compileable" (so transformers still skips the
+decode mask and grouped-query attention runs as SDPA ``enable_gqa`` without repeating keys), and the presses'
+in-place edits (``keep_last_entries``, ``rerotate_last_keys``) keep working, as they only move entries inside
+the prefix view and shorten it. The tokens are the stock path's: the same attention runs on the same values.
+
+Faithful form: the stock dynamic layers (``VideoQA(fast_decode=False)``). Fast form: this module.
+"""
+
+from __future__ import annotations
+
+import copy as copy_module
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+
+class BufferedLayer(DynamicLayer):
+    """A full-attention cache layer whose entries live at the start of preallocated buffers.
+
+    ``keys`` / ``values`` are always views [B, H_kv, S, D] of the first S slots of ``key_buffer`` /
+    ``value_buffer`` [B, H_kv, capacity, D]; :meth:`update` writes after them, in place.
+
+    Parameters
+    ----------
+    keys, values : [B, H_kv, S, D] the layer's entries so far (copied in).
+    room : free slots after them (tokens the layer may still receive).
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+        super().__init__()
+        length = keys.shape[-2]
+        self.key_buffer = keys.new_empty(*keys.shape[:-2], length + room, keys.shape[-1])
+        self.value_buffer = values.new_empty(*values.shape[:-2], length + room, values.shape[-1])
+        self.key_buffer[:, :, :length] = keys
+        self.value_buffer[:, :, :length] = values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
+        self.is_initialized = True
+
+    @property
+    def capacity(self) -> int:
+        return self.key_buffer.shape[-2]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new entries [B, H_kv, q, D] after the prefix; return the prefix views [B, H_kv, S + q, D]."""
+        if self.keys.data_ptr() != self.key_buffer.data_ptr() or self.values.data_ptr() != self.value_buffer.data_ptr():
+            raise RuntimeError("the layer's keys/values were replaced by tensors outside its buffers")
+        start = self.keys.shape[-2]
+        end = start + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"cache layer full: {end} entries do not fit its {self.capacity} slots")
+        self.key_buffer[:, :, start:end] = key_states
+        self.value_buffer[:, :, start:end] = value_states
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+
+def reserve(cache: Cache, room: int, *, copy: bool = False) -> Cache:
+    """``cache`` with every filled full-attention layer moved into a :class:`BufferedLayer` with ``room`` free slots.
+
+    In place by default: the layers are replaced one after the other, so the old tensors are freed as it goes
+    (peak memory: the cache plus one layer). ``copy=True`` leaves ``cache`` untouched and returns a new cache
+    (what ``VideoQA.ask_many`` needs to reuse a video prefix for several questions). Other layer types
+    (sliding-window, not yet filled) are kept as they are (copied when ``copy``).
+    """
+    if room < 0:
+        raise ValueError(f"room must be >= 0, got {room}")
+    target = copy_module.copy(cache) if copy else cache
+    if copy:
+        target.layers = list(cache.layers)
+    for index, layer in enumerate(cache.layers):
+        if type(layer) in (DynamicLayer, BufferedLayer) and layer.is_initialized and layer.keys.numel():
+            target.layers[index] = BufferedLayer(layer.keys, layer.values, room)
+        elif copy:
+            target.layers[index] = copy_module.deepcopy(layer)
+    return target
