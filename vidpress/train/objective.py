@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from vidpress.adapters import VideoAdapter, adapter_for
+from vidpress.fast import enable_fast_vision
 from vidpress.train.checkpoint import checkpoint_folder, latest_checkpoint, load_checkpoint, save_checkpoint
 from vidpress.train.data import ConversationDataset, collate
 from vidpress.train.encode import TrainSample
@@ -125,10 +126,12 @@ class Objective(ABC):
 
 
 def load_vlm(source: str | Path, processor_source: str | Path, dtype: str) -> tuple[nn.Module, VideoAdapter]:
-    """The ``*ForConditionalGeneration`` model from ``source`` with SDPA attention, and its adapter."""
+    """The ``*ForConditionalGeneration`` model from ``source`` with SDPA attention (batched vision attention,
+    vidpress.fast, as VideoQA runs it), and its adapter."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model = AutoModelForImageTextToText.from_pretrained(str(source), dtype=getattr(torch, dtype), attn_implementation="sdpa")
+    enable_fast_vision(model)
     return model, adapter_for(model, AutoProcessor.from_pretrained(str(processor_source)))
 
 
