@@ -41,3 +41,11 @@ def test_answers_through_a_compressing_press(qa):
     answer = qa.ask(_video(sample), prompt(sample), press=PivotKVPress(ratio=0.25), max_new_tokens=8)
     assert max(answer.stats.kv_length_per_layer) < answer.stats.llm_input_length
     assert extract_letter(answer.text, sample.options) == sample.answer
+
+
+def test_demo_answers_its_needle_question_with_the_default_press():
+    from vidpress.demo import run_demo
+
+    result = run_demo(num_frames=128, seed=3)
+    assert result["answer"].text == result["ground_truth"].split(". ", 1)[1].split(" (")[0]
+    assert max(result["answer"].stats.kv_length_per_layer) < result["answer"].stats.llm_input_length / 4

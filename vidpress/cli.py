@@ -77,17 +77,18 @@ def ask(
 def demo(
     press: PressOption = None,
     press_arg: PressArgOption = None,
-    frames: Annotated[int, typer.Option("--frames", help="Frames in the generated video.")] = 64,
+    frames: Annotated[int, typer.Option("--frames", help="Frames in the generated video.")] = 256,
     family: Annotated[str, typer.Option(help="Tiny model family: qwen2_vl, qwen2_5_vl, qwen3_vl.")] = "qwen2_5_vl",
     seed: Annotated[int, typer.Option(help="Seed of the generated video and question.")] = 0,
     output: Annotated[Optional[Path], typer.Option(help="Also write the generated video here (mp4).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write an HTML page of the sampled and kept frames.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Offline demo: a generated needle video, a question, and the embedded default model."""
+    """Offline demo: a generated needle video, a question, and the embedded default model (with ReTaKe keeping
+    1/8 of the KV cache unless --press says otherwise)."""
     from vidpress.demo import run_demo
 
-    presses = build_presses(press, press_arg)
+    presses = build_presses(press, press_arg) if press else None
     result = run_demo(presses, num_frames=frames, family=family, seed=seed, output=output, report=report)
     if not as_json:
         console.print(f"[yellow]{result['model_note']}[/yellow]")

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from vidpress.pipeline import VideoQA
+from vidpress.presses import ReTaKePress
 from vidpress.presses.base import Press
 from vidpress.report import write_report
 from vidpress.synth import make_sample, needle_kept, prompt
@@ -16,6 +17,12 @@ from vidpress.video.write import write_video
 TRAINED_MODEL = Path(__file__).parent / "assets" / "vidpress-tiny"
 RANDOM_NOTE = "Model: a tiny Qwen-VL built from a config with random weights (untrained): its answers are noise; the stages and statistics are real."
 TRAINED_NOTE = "Model: vidpress-tiny, a small Qwen2.5-VL trained from scratch on vidpress's synthetic suite (docs/tiny_model.md)."
+DEFAULT_FRAMES = 256
+
+
+def default_presses() -> list[Press]:
+    """The demo's press when none is asked for: ReTaKe keeping 1/8 of the video's KV entries."""
+    return [ReTaKePress(ratio=0.125)]
 
 
 def default_qa(family: str = "qwen2_5_vl", seed: int = 0) -> tuple[VideoQA, str]:
@@ -26,15 +33,19 @@ def default_qa(family: str = "qwen2_5_vl", seed: int = 0) -> tuple[VideoQA, str]
 
 
 def run_demo(
-    presses: list[Press],
+    presses: list[Press] | None = None,
     *,
-    num_frames: int = 64,
+    num_frames: int = DEFAULT_FRAMES,
     family: str = "qwen2_5_vl",
     seed: int = 0,
     output: Path | None = None,
     report: Path | None = None,
 ) -> dict:
-    """Write a needle video as mp4, ask about it through the whole pipeline, and report what was kept."""
+    """Write a needle video as mp4, ask about it through the whole pipeline, and report what was kept.
+
+    ``presses`` None: :func:`default_presses`; ``[]`` asks without compression.
+    """
+    presses = default_presses() if presses is None else presses
     sample = make_sample("needle", num_frames, seed=seed, height=112, width=112)
     qa, note = default_qa(family, seed)
     with tempfile.TemporaryDirectory() as folder:
