@@ -1,6 +1,7 @@
 """The methods' functional cores: pure torch functions on tensors that return what they keep as indices."""
 
 from vidpress.functional.adaretake import chunk_distances, layer_budgets, prompt_guided_scores, temporal_budgets
+from vidpress.functional.dedup import downscale_frames, near_duplicate_keep
 from vidpress.functional.dpselect import dpselect, dpselect_num_keep, frame_distances, window_peaks
 from vidpress.functional.lpcomp import lpcomp_drop_layers, lpcomp_keep_indices, lpcomp_schedule
 from vidpress.functional.pivotkv import (
@@ -26,6 +27,7 @@ from vidpress.functional.uniform import uniform_indices
 
 __all__ = [
     "chunk_distances",
+    "downscale_frames",
     "dpselect",
     "dpselect_num_keep",
     "dynamic_ratio",
@@ -35,6 +37,7 @@ __all__ = [
     "lpcomp_drop_layers",
     "lpcomp_keep_indices",
     "lpcomp_schedule",
+    "near_duplicate_keep",
     "pivotkv_keep",
     "pivotkv_keep_len",
     "pivotkv_scores",

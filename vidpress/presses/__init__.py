@@ -8,6 +8,7 @@ import typing
 
 from vidpress.presses.adaretake import AdaReTaKePress
 from vidpress.presses.base import CompositePress, Press, PressContext, as_press_list
+from vidpress.presses.dedup import DedupFramePress
 from vidpress.presses.dpselect import DPSelectPress
 from vidpress.presses.lpcomp import LPCompPress
 from vidpress.presses.pivotkv import PivotKVPress
@@ -20,6 +21,7 @@ from vidpress.presses.xcomp import XCompPress
 
 PRESSES: dict[str, type[Press]] = {
     "uniform": UniformFramePress,
+    "dedup": DedupFramePress,
     "dpselect": DPSelectPress,
     "pivotkv": PivotKVPress,
     "adaretake": AdaReTaKePress,
@@ -75,6 +77,7 @@ __all__ = [
     "AdaReTaKePress",
     "CompositePress",
     "DPSelectPress",
+    "DedupFramePress",
     "LPCompPress",
     "PVCPress",
     "PivotKVPress",
