@@ -357,3 +357,154 @@ def _context(qa: VideoQA):
     from vidpress.presses import PressContext
 
     return PressContext(adapter=qa.adapter, question=QUESTION)
+
+
+# -- the sliding temporal window (not in the paper: bounds memory on long videos) ----------------------------------
+def windowed_pvc(qa: VideoQA, window: int | None) -> PVC:
+    """A trained-like add-on with the temporal window ``window`` (the same weights for every window)."""
+    return trained_like(pvc_for_model(qa.model, window=window))
+
+
+def stream_encode(qa: VideoQA, inputs, pvc: PVC, chunk_frames: int) -> tuple[torch.Tensor, list[list[int]]]:
+    """Chunked encoding with ``pvc`` attached: features [T', N, D] and, after each tower call, the units carried per layer."""
+    carried = []
+    visual = vision_tower(qa.model)
+    with torch.no_grad(), attach_pvc(visual, pvc) as run:
+        handle = visual.register_forward_hook(lambda *_: carried.append([kv[0].shape[2] for kv in run.past]))
+        try:
+            features = qa.adapter.encode(inputs, chunk_frames=chunk_frames).features
+        finally:
+            handle.remove()
+    return features, carried
+
+
+def reference_temporal(attention, frames: torch.Tensor, window: int | None) -> torch.Tensor:
+    """The temporal branch on frames [K, n, C] from its definition: unit t attends to units max(0, t - w + 1) .. t."""
+    count, positions, width = frames.shape
+    heads = attention.heads
+    query, key, value = attention.qkv(attention.norm(frames)).view(count, positions, 3, heads, -1).unbind(2)
+    out = []
+    for t in range(count):
+        first = 0 if window is None else max(0, t - window + 1)
+        scores = torch.einsum("nhd,unhd->nhu", query[t], key[first : t + 1]) / (width // heads) ** 0.5
+        out.append(torch.einsum("nhu,unhd->nhd", scores.softmax(-1), value[first : t + 1]).reshape(positions, width))
+    return attention.gate * attention.proj(torch.stack(out))
+
+
+@pytest.mark.parametrize("window", [None, 1, 2, 3, 9])
+def test_temporal_attention_module_with_a_window(window):
+    """Fed in chunks, the branch matches its definition; the carried keys/values hold the last w - 1 units only."""
+    from vidpress.pvc import CausalTemporalAttention
+
+    torch.manual_seed(0)
+    attention = CausalTemporalAttention(16, 2)
+    with torch.no_grad():
+        attention.gate.normal_()
+        frames = torch.randn(7, 5, 16)
+        expected = reference_temporal(attention, frames, window)
+        past, start = None, 0
+        for size in (1, 3, 2, 1):
+            out, past = attention(frames[start : start + size], past, window)
+            start += size
+            torch.testing.assert_close(out, expected[start - size : start], rtol=1e-5, atol=1e-6)
+            assert past[0].shape == past[1].shape == (5, 2, start if window is None else min(start, window - 1), 8)
+            if window is not None:
+                assert past[0].untyped_storage().nbytes() == past[0].numel() * past[0].element_size(), "dropped units held"
+        if window is not None and window < 7:  # units before t - w + 1 do not reach unit t = 6 at all
+            changed = frames.clone()
+            changed[: 7 - window] = torch.randn(7 - window, 5, 16)
+            assert torch.equal(attention(changed, window=window)[0][-1], attention(frames, window=window)[0][-1])
+            assert not torch.allclose(attention(changed)[0][-1], attention(frames)[0][-1]), "without the window they do"
+        assert torch.equal(attention(frames)[0], attention(frames, window=None)[0])
+
+
+def test_window_covering_the_video_equals_no_window(qa25):
+    inputs = qa25.adapter.prepare(make_video(12), QUESTION)  # 6 units
+    full = tower_features(qa25, inputs, windowed_pvc(qa25, None))
+    full_chunked = stream_encode(qa25, inputs, windowed_pvc(qa25, None), 4)[0]
+    for window in (6, 100):
+        assert torch.equal(tower_features(qa25, inputs, windowed_pvc(qa25, window)), full)
+        assert torch.equal(stream_encode(qa25, inputs, windowed_pvc(qa25, window), 4)[0], full_chunked)
+    assert not torch.allclose(tower_features(qa25, inputs, windowed_pvc(qa25, 5)), full), "degenerate test: no window effect"
+
+
+def test_window_limits_what_each_unit_sees(qa25):
+    """Each layer reaches w - 1 units back, so the tower's L layers reach L (w - 1) units back (here 2: units 1, 2)."""
+    adapter = qa25.adapter
+    frames = random_frames(12, 112, 112, seed=0)
+    earlier = frames.copy()
+    earlier[:2] = random_frames(2, 112, 112, seed=2)  # unit 0 changes
+    videos = [adapter.prepare(load_video(list(f), source_fps=4.0), QUESTION) for f in (frames, earlier)]
+    pvc = windowed_pvc(qa25, 2)
+    assert pvc.config.layers == 2
+    base, changed = (tower_features(qa25, inputs, pvc) for inputs in videos)
+    assert torch.equal(changed[3:], base[3:]), "a unit sees units beyond its window"
+    assert not torch.allclose(changed[2], base[2]), "degenerate test: the layers do not chain their windows"
+    full, full_changed = (tower_features(qa25, inputs, windowed_pvc(qa25, None)) for inputs in videos)
+    assert not torch.allclose(full_changed[5], full[5]), "degenerate test: without a window the last unit sees unit 0"
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_chunked_encoding_with_a_window_equals_one_shot(qa25, window):
+    inputs = qa25.adapter.prepare(make_video(12), QUESTION)
+    pvc = windowed_pvc(qa25, window)
+    one_shot = tower_features(qa25, inputs, pvc)
+    for chunk in (1000, 2, 4, 6):
+        torch.testing.assert_close(stream_encode(qa25, inputs, pvc, chunk)[0], one_shot, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(one_shot, tower_features(qa25, inputs, windowed_pvc(qa25, None)))
+
+
+@pytest.mark.parametrize(("window", "chunk"), [(1, 2), (3, 2), (3, 6), (3, 1000), (None, 2)])
+def test_carried_state_is_bounded_by_the_window(qa25, window, chunk):
+    inputs = qa25.adapter.prepare(make_video(12), QUESTION)
+    _, carried = stream_encode(qa25, inputs, windowed_pvc(qa25, window), chunk)
+    units = [min(6, (call + 1) * chunk // 2) for call in range(len(carried))]  # units seen after each call
+    assert carried == [[seen if window is None else min(seen, window - 1)] * 2 for seen in units]
+
+
+def test_save_load_keeps_the_window(qa25, tmp_path):
+    import json
+
+    folder = save_pvc(windowed_pvc(qa25, 3), tmp_path / "pvc")
+    assert json.loads((folder / "pvc_config.json").read_text())["window"] == 3
+    assert load_pvc(folder).config.window == 3
+    assert PVCPress(checkpoint=str(folder)).module(qa25.model).config.window == 3
+    assert PVCPress(checkpoint=str(folder), window=5).module(qa25.model).config.window == 5, "the press's window overrides"
+    inputs = qa25.adapter.prepare(make_video(12), QUESTION)
+    assert torch.equal(tower_features(qa25, inputs, load_pvc(folder)), tower_features(qa25, inputs, windowed_pvc(qa25, 3)))
+    older = json.loads((folder / "pvc_config.json").read_text())
+    del older["window"]  # a checkpoint saved before the window existed
+    (folder / "pvc_config.json").write_text(json.dumps(older))
+    assert load_pvc(folder).config.window is None
+
+
+def test_bad_window_is_an_error(qa25):
+    from vidpress.pvc import PVCConfig
+    from vidpress.pvc.training import PVCTrainConfig
+
+    for window in (0, -2):
+        with pytest.raises(ValueError, match="window"):
+            PVCPress(window=window)
+        with pytest.raises(ValueError, match="window"):
+            PVCConfig(vision_width=8, vision_heads=2, llm_width=8, llm_heads=2, window=window)
+        with pytest.raises(ValueError, match="window"):
+            pvc_for_model(qa25.model, window=window)
+        with pytest.raises(ValueError, match="window"):
+            PVCTrainConfig(model="m", data="d", output="o", window=window)
+
+
+def test_training_config_window_reaches_the_addon(tiny_checkpoints, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidpress.pvc.training import PVCObjective, PVCTrainConfig
+    from vidpress.train_cli import train_app
+
+    config = lambda window: PVCTrainConfig(model=str(tiny_checkpoints["qwen2_5_vl"]), data="d", output="o", window=window)
+    objective = PVCObjective(config(2))
+    objective.load(None, torch.device("cpu"))
+    assert objective.trainable.pvc.config.window == 2
+    objective.save(objective.trainable, tmp_path)
+    assert PVCObjective(config(2)).load(tmp_path, torch.device("cpu")) is not None  # resuming with the same window
+    with pytest.raises(ValueError, match="window"):
+        PVCObjective(config(None)).load(tmp_path, torch.device("cpu"))
+    assert "--window" in CliRunner().invoke(train_app, ["pvc", "--help"], terminal_width=200).output

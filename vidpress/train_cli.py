@@ -86,6 +86,7 @@ def pvc(
     layers: Annotated[Optional[int], typer.Option(help="Last tower blocks with PVC's modules (default: 4, at most the depth).")] = None,
     tokens_per_frame: Annotated[int, typer.Option(help="Tokens per temporal unit the LLM sees.")] = 64,
     train_projector: Annotated[bool, typer.Option("--train-projector", help="Also train a copy of the merger.")] = False,
+    window: Annotated[Optional[int], typer.Option(help="Sliding temporal window in units (not in the paper; default: all).")] = None,
     epochs: Epochs = 1,
     max_steps: MaxSteps = None,
     lr: Lr = 1e-4,
@@ -108,9 +109,10 @@ def pvc(
     try:
         config = PVCTrainConfig(
             model=model, data=data, output=output, layers=layers, tokens_per_frame=tokens_per_frame, train_projector=train_projector,
-            epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay, batch_size=batch_size,
-            grad_accum=grad_accum, frames=frames, max_side=max_side, gradient_checkpointing=gradient_checkpointing, dtype=dtype,
-            save_every=save_every, resume=resume, seed=seed, num_workers=num_workers,
+            window=window, epochs=epochs, max_steps=max_steps, lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+            batch_size=batch_size, grad_accum=grad_accum, frames=frames, max_side=max_side,
+            gradient_checkpointing=gradient_checkpointing, dtype=dtype, save_every=save_every, resume=resume, seed=seed,
+            num_workers=num_workers,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -36,6 +36,10 @@ class PVCPress(Press):
     layers : L, the tower blocks that get PVC's modules; None takes the checkpoint's, or 4 (at most the
         tower's depth) for an untrained add-on. A checkpoint with another L is an error.
     checkpoint : folder written by ``save_pvc``; None builds an untrained (identity) add-on.
+    window : temporal units each unit's temporal attention sees, itself included (not in the paper: a
+        sliding window that bounds the state carried across encoding chunks to ``window - 1`` units on long
+        videos). None takes the checkpoint's (full causal attention, as in the paper, unless it was trained
+        with a window); a value overrides it (the weights do not depend on it).
 
     Units left with no token by an earlier press stay dropped; the others are compressed from all N tokens.
     """
@@ -43,6 +47,7 @@ class PVCPress(Press):
     tokens_per_frame: int = 64
     layers: int | None = None
     checkpoint: str | None = None
+    window: int | None = None
     stages: ClassVar[tuple[str, ...]] = ("encoder", "token")
 
     def __post_init__(self) -> None:
@@ -50,17 +55,21 @@ class PVCPress(Press):
             raise ValueError(f"tokens_per_frame must be >= 1, got {self.tokens_per_frame}")
         if self.layers is not None and self.layers < 1:
             raise ValueError(f"layers must be >= 1, got {self.layers}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
         self._addons: weakref.WeakKeyDictionary[PreTrainedModel, PVC] = weakref.WeakKeyDictionary()
 
     def module(self, model: PreTrainedModel) -> PVC:
         """The add-on for ``model`` (loaded or built on first use, then kept)."""
         if model not in self._addons:
             if self.checkpoint is None:
-                pvc = pvc_for_model(model, self.layers)
+                pvc = pvc_for_model(model, self.layers, self.window)
             else:
                 pvc = load_pvc(self.checkpoint, model)
                 if self.layers is not None and pvc.config.layers != self.layers:
                     raise ValueError(f"checkpoint {self.checkpoint} has {pvc.config.layers} layers, not {self.layers}")
+                if self.window is not None:
+                    pvc.config = replace(pvc.config, window=self.window)
             self._addons[model] = pvc.eval()
         return self._addons[model]
 

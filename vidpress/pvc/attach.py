@@ -12,7 +12,8 @@ Hooks installed on the instance only (the modeling code is untouched):
 - a trained merger held by the add-on (``PVC.merger``) replaces the tower's merger while attached.
 
 With ``stream=True`` (the pipeline's chunked encoding), each call of the tower continues the same video: the
-earlier units' temporal keys/values are kept, so chunked encoding equals one-shot encoding. The state starts
+earlier units' temporal keys/values are kept, so chunked encoding equals one-shot encoding (with a temporal
+window w, ``PVCConfig.window``, only those of the last w - 1 units: all the attention needs). The state starts
 empty when the context is entered: enter it once per video. With ``stream=False`` (training), every call
 and every entry of ``grid_thw`` is a separate video. When training with gradient checkpointing in the
 tower, run the backward pass inside the context: the recomputed blocks need the hooks.
@@ -42,10 +43,11 @@ def vision_tower(model: PreTrainedModel) -> nn.Module:
     return model.model.visual
 
 
-def pvc_for_model(model: PreTrainedModel, layers: int | None = None) -> PVC:
+def pvc_for_model(model: PreTrainedModel, layers: int | None = None, window: int | None = None) -> PVC:
     """An untrained PVC add-on sized for ``model`` (on its tower's device and dtype).
 
-    ``layers`` defaults to 4, or the tower's depth when it has fewer blocks.
+    ``layers`` defaults to 4, or the tower's depth when it has fewer blocks; ``window`` is the temporal
+    attention's window in units (None: full causal, as in the paper; see ``PVCConfig``).
     """
     visual = vision_tower(model)
     block = visual.blocks[0]
@@ -56,6 +58,7 @@ def pvc_for_model(model: PreTrainedModel, layers: int | None = None) -> PVC:
         llm_width=text.hidden_size,
         llm_heads=text.num_attention_heads,
         layers=layers or min(DEFAULT_LAYERS, len(visual.blocks)),
+        window=window,
     )
     return PVC(config).to(device=visual.device, dtype=visual.dtype)
 
@@ -106,7 +109,7 @@ class PVCRun:
             past = self.past[layer] if self.stream else None
             if past is not None and past[0].shape[0] != x.shape[1]:
                 raise ValueError(f"frame size changed within a video: {past[0].shape[0]} then {x.shape[1]} tokens")
-            update, kv = attention(x, past)
+            update, kv = attention(x, past, self.pvc.config.window)
             if self.stream:
                 self.past[layer] = kv
             parts.append((x + update).flatten(0, 1))

@@ -20,6 +20,10 @@ class PVCConfig:
     llm_width, llm_heads : width D of the merged visual tokens (the LLM's hidden size) and the compressor's heads.
     layers : L, the last L blocks of the tower get temporal attention and AdaLN (the paper leaves L open).
     frequency_dim : size of the sinusoidal time embedding (256 in the paper).
+    window : None (the paper), or the temporal units each unit's temporal attention sees, itself included:
+        a sliding window, not in the paper, that bounds the state carried across chunked encoding to the
+        last ``window - 1`` units (memory O(window) instead of O(video length)). Each layer looks
+        ``window - 1`` units back, so through the L layers a unit's output depends on L (window - 1) earlier units.
     """
 
     vision_width: int
@@ -28,11 +32,14 @@ class PVCConfig:
     llm_heads: int
     layers: int = 4
     frequency_dim: int = 256
+    window: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vision_width", "vision_heads", "llm_width", "llm_heads", "layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be >= 1 or None, got {self.window}")
         if self.frequency_dim < 2 or self.frequency_dim % 2:
             raise ValueError(f"frequency_dim must be even and >= 2, got {self.frequency_dim}")
 

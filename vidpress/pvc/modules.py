@@ -4,6 +4,10 @@ PVC (Yang et al., CVPR 2025, https://arxiv.org/abs/2412.09613) adds to the last 
 causal temporal attention (each patch token attends to the tokens at the same spatial position in the current
 and earlier frames) and an AdaLN modulation conditioned on the frame's relative time. Every added branch is
 zero-initialised, so a freshly built add-on leaves the pretrained tower's output unchanged, exactly.
+
+Not in the paper: an optional sliding temporal window limits each frame's temporal attention to the last
+``window`` frames (itself included), so the keys/values carried across chunked calls stay bounded on long
+videos. It is a deviation for memory only; without it the attention is the paper's full causal one.
 """
 
 from __future__ import annotations
@@ -67,12 +71,26 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
+def temporal_mask(frames: int, keys: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """Bool [1, 1, U, K]: frame i (the last U of K frames) sees frames K - U + i - window + 1 .. K - U + i.
+
+    Without a window (None) it sees every frame up to itself (the paper's causal attention).
+    """
+    mask = bottom_right_causal_mask(frames, keys, device)
+    if window is None:
+        return mask
+    rows = torch.arange(frames, device=device).unsqueeze(1) + (keys - frames)
+    return mask & (torch.arange(keys, device=device).unsqueeze(0) > rows - window).view(mask.shape)
+
+
 class CausalTemporalAttention(nn.Module):
     """Attention along time at each spatial position, causal, as a gated residual branch (gate zero-initialised).
 
     The input ``x`` [U, n, C] holds U consecutive frames of n tokens each, token ``j`` of every frame being
     the same spatial position. Token (u, j) attends to (u', j) for u' <= u, including ``past`` frames of
     earlier calls (their keys and values), so encoding a video in chunks equals encoding it at once.
+    With a ``window`` w (not in the paper: a deviation that bounds memory on long videos), only the frames
+    u - w + 1 <= u' <= u, and only the last w - 1 frames are returned to carry to the next call.
     No temporal position encoding is used: the time reaches the tokens through the AdaLN modulation.
     """
 
@@ -86,9 +104,12 @@ class CausalTemporalAttention(nn.Module):
         self.proj = nn.Linear(width, width)
         self.gate = nn.Parameter(torch.zeros(width))
 
-    def forward(self, x: torch.Tensor, past: TemporalKV | None = None) -> tuple[torch.Tensor, TemporalKV]:
-        """Gated branch output [U, n, C] and the keys/values [n, heads, P + U, C / heads] of all frames so far.
+    def forward(
+        self, x: torch.Tensor, past: TemporalKV | None = None, window: int | None = None
+    ) -> tuple[torch.Tensor, TemporalKV]:
+        """Gated branch output [U, n, C] and the keys/values to carry, [n, heads, K, C / heads] each.
 
+        K = P + U (all frames so far) without a window, else min(P + U, window - 1) (the last frames only).
         Computed in the module's dtype; the output is cast back to the dtype of ``x``.
         """
         frames, positions, width = x.shape
@@ -96,7 +117,18 @@ class CausalTemporalAttention(nn.Module):
         query, key, value = qkv.permute(2, 1, 3, 0, 4).unbind(0)  # each [n, heads, U, d]
         if past is not None:
             key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
-        mask = bottom_right_causal_mask(frames, key.shape[2], x.device)
+        mask = temporal_mask(frames, key.shape[2], window, x.device)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         out = out.permute(2, 0, 1, 3).reshape(frames, positions, width)
-        return (self.gate * self.proj(out)).to(x.dtype), (key, value)
+        carried = (key, value) if window is None else _last_frames(key, value, window - 1)
+        return (self.gate * self.proj(out)).to(x.dtype), carried
+
+
+def _last_frames(key: torch.Tensor, value: torch.Tensor, frames: int) -> TemporalKV:
+    """Compact copies of the last ``frames`` frames of keys/values [n, heads, K, d].
+
+    Copies, not views: a view would keep the memory of all K frames (and of the queries) alive.
+    """
+    start = max(key.shape[2] - frames, 0)
+    compact = torch.contiguous_format
+    return key[:, :, start:].clone(memory_format=compact), value[:, :, start:].clone(memory_format=compact)

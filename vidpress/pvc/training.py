@@ -126,6 +126,8 @@ class PVCTrainConfig(TrainConfig):
     ----------
     layers : L, the last tower blocks that get PVC's modules (None: 4, at most the tower's depth).
     tokens_per_frame : tokens per temporal unit the LLM sees during training (64 in the paper).
+    window : None (the paper's full causal temporal attention), or a sliding temporal window in units (not
+        in the paper: a deviation that bounds memory on long videos; see ``PVCConfig``), saved in the add-on.
     train_projector : also train a copy of the tower's merger, saved with the add-on.
     lr : (shared) 1e-4 by default: the add-on starts from zero-initialised branches.
     dtype : (shared) the frozen model's dtype: bfloat16 on GPU, float32 on CPU by default; the add-on
@@ -136,6 +138,7 @@ class PVCTrainConfig(TrainConfig):
     layers: int | None = None
     tokens_per_frame: int = 64
     train_projector: bool = False
+    window: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -143,6 +146,8 @@ class PVCTrainConfig(TrainConfig):
             raise ValueError(f"layers must be >= 1, got {self.layers}")
         if self.tokens_per_frame < 1:
             raise ValueError(f"tokens_per_frame must be >= 1, got {self.tokens_per_frame}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
 
 
 class PVCTrainable(nn.Module):
@@ -183,11 +188,13 @@ class PVCObjective(Objective):
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         if checkpoint is None:
-            pvc = pvc_for_model(model, config.layers).float()
+            pvc = pvc_for_model(model, config.layers, config.window).float()
         else:
             pvc = load_pvc(checkpoint, model, dtype=torch.float32)
             if config.layers is not None and pvc.config.layers != config.layers:
                 raise ValueError(f"{checkpoint} has {pvc.config.layers} PVC layers, not {config.layers}")
+            if pvc.config.window != config.window:
+                raise ValueError(f"{checkpoint} has a PVC window of {pvc.config.window}, not {config.window}")
         trainable_parameters(model, pvc, config.train_projector)
         self.adapter, self.trainable = adapter, PVCTrainable(pvc)
         return adapter
