@@ -786,7 +786,10 @@ def write_report(records: list[dict], args: argparse.Namespace, facts: ModelFact
     rows, layout = Rows(records), Layout.of(records, args)
     frames = args.budget_frames
     parts = ["# Accuracy vs visual-token budget (vidpress-tiny, synthetic suite)", "",
-             f"Regenerate: `{args.command}` (resumable; see the script's docstring).", "",
+             f"Regenerate: `python scripts/accuracy_study.py --output {args.output} --per-task {args.per_task}` (add `--sct-model` and "
+             "`--pvc-checkpoint` for the trained methods); runs are resumable and append to results.jsonl, so "
+             f"several runs, each on a subset of methods, lengths or tasks, may have written these rows. This "
+             f"page was written by `{args.command}`. A `-` marks a cell no run has measured yet.", "",
              *setup_lines(args, facts, layout), "", "## Issue targets", "", *target_lines(rows, layout, frames), "",
              "## Accuracy per task and length at the budget", "", *length_tables(rows, layout),
              "![accuracy vs frames](accuracy_vs_frames.png)", "",
