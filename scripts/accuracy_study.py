@@ -830,7 +830,8 @@ def plot_lengths(rows: Rows, layout: Layout, args: argparse.Namespace) -> Path:
         ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"accuracy (%) at a {args.budget_frames}-frame budget")
-    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+    lines = {line.get_label(): line for ax in axes[0] for line in ax.get_lines()}  # every method drawn anywhere
+    axes[0][-1].legend(lines.values(), lines.keys(), fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     return _save(figure, args.output / "accuracy_vs_frames.png", plt)
 
 
