@@ -129,7 +129,7 @@ class ModelFacts:
     def of(cls, adapter: VideoAdapter) -> ModelFacts:
         """Measured with the processor on one temporal unit of blank SIDE x SIDE frames."""
         patch = adapter.temporal_patch_size
-        probe = video_of(np.zeros((patch, SIDE, SIDE, 3), dtype=np.uint8), fps=1.0)
+        probe = Video.from_array(np.zeros((patch, SIDE, SIDE, 3), dtype=np.uint8), fps=1.0)
         tokens = int((adapter.prepare(probe, "")["input_ids"] == adapter.video_token_id).sum())
         return cls(layers=len(adapter.decoder_layers), patch=patch, unit_tokens=tokens)
 
@@ -339,13 +339,6 @@ def plan(args: argparse.Namespace, done: set[RowKey]) -> list[SampleSpec]:
 
 
 # -- rendering and processing in CPU workers ------------------------------------------------------------------
-def video_of(frames: np.ndarray, fps: float) -> Video:
-    """In-memory frames [T, H, W, 3] as a Video."""
-    count = len(frames)
-    return Video(frames=frames, timestamps=np.arange(count) / fps, frame_indices=np.arange(count), fps=fps,
-                 duration=count / fps)
-
-
 def inputs_key(video: Video, question: str) -> tuple[str, bytes]:
     """Identifies the processor inputs of one sample's question on a subset of its frames."""
     return question, np.asarray(video.frame_indices, dtype=np.int64).tobytes()
@@ -396,7 +389,7 @@ class RenderedSamples(Dataset):
         group = spec.group
         sample = make_sample(group.task, group.length, depth=group.depth, seed=spec.seed, height=SIDE, width=SIDE)
         frames = sample.array()
-        video, question = video_of(frames, sample.fps), prompt(sample)
+        video, question = Video.from_array(frames, sample.fps), prompt(sample)
         whole = self.adapter.prepare(video, question)
         inputs = {inputs_key(video, question): whole}
         for job in spec.jobs:
@@ -523,7 +516,7 @@ class Answerer:
     def answer_sample(self, item: Rendered, tallies: dict[RowKey, Tally], answered: Callable[[], object]) -> None:
         """Answer every job of ``item``, adding each answer to its row's tally and calling ``answered``."""
         self.cache.start(item.inputs)
-        video, question = video_of(item.frames.numpy(), item.sample.fps), prompt(item.sample)
+        video, question = Video.from_array(item.frames.numpy(), item.sample.fps), prompt(item.sample)
         prompt_length = item.inputs[inputs_key(video, question)]["input_ids"].shape[1]
         for job in item.spec.jobs:
             method = self.methods[job.method]

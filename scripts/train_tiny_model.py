@@ -17,7 +17,6 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -32,17 +31,7 @@ from vidpress.tiny import DEFAULT_CORPUS, build_config, build_processor, build_t
 
 def sample_video(sample) -> Video:
     """The synthetic sample as a Video (frames rendered in memory)."""
-    frames = sample.array()
-    count = len(frames)
-    return Video(
-        frames=frames,
-        timestamps=np.arange(count) / sample.fps,
-        frame_indices=np.arange(count),
-        fps=sample.fps,
-        duration=count / sample.fps,
-        path=None,
-        metadata={},
-    )
+    return Video.from_array(sample.array(), sample.fps)
 
 
 def training_example(adapter, sample, answer_with: str = "letter") -> dict[str, torch.Tensor]:

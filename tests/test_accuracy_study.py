@@ -15,6 +15,7 @@ from vidpress.eval.journal import read_records
 from vidpress.pipeline import VideoQA
 from vidpress.presses import LPCompPress, PVCPress, UniformFramePress
 from vidpress.synth import prompt
+from vidpress.video import Video
 from vidpress.tiny import save_tiny
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "accuracy_study.py"
@@ -112,7 +113,7 @@ def test_shared_inputs_and_encoding_give_the_same_answers(study, tiny_model):
     cache.install(shared.adapter)
     cache.start(item.inputs)
     facts = study.ModelFacts.of(plain.adapter)
-    video, question = study.video_of(item.frames.numpy(), item.sample.fps), prompt(item.sample)
+    video, question = Video.from_array(item.frames.numpy(), item.sample.fps), prompt(item.sample)
     prompt_length = item.inputs[study.inputs_key(video, question)]["input_ids"].shape[1]
     budget = study.Budget.of(facts, 32, 1.0, len(video), prompt_length)
     for name in names:

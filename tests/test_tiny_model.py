@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from vidpress import Video, VideoQA
@@ -19,12 +18,6 @@ def qa() -> VideoQA:
     return VideoQA.from_pretrained(TRAINED_MODEL, device="cpu", dtype="float32")
 
 
-def _video(sample) -> Video:
-    frames = sample.array()
-    return Video(frames=frames, timestamps=np.arange(len(frames)) / sample.fps, frame_indices=np.arange(len(frames)),
-                 fps=sample.fps, duration=len(frames) / sample.fps, path=None, metadata={})
-
-
 def test_checkpoint_fits_the_package_budget():
     assert sum(f.stat().st_size for f in TRAINED_MODEL.iterdir()) < 20 * 2**20
 
@@ -32,13 +25,13 @@ def test_checkpoint_fits_the_package_budget():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_answers_a_generated_needle_question(qa, seed):
     sample = make_sample("needle", 64, seed=2**31 + 7 + seed, height=112, width=112)
-    answer = qa.ask(_video(sample), prompt(sample), max_new_tokens=8)
+    answer = qa.ask(Video.from_array(sample.array(), sample.fps), prompt(sample), max_new_tokens=8)
     assert extract_letter(answer.text, sample.options) == sample.answer, (answer.text, sample.answer_text)
 
 
 def test_answers_through_a_compressing_press(qa):
     sample = make_sample("needle", 128, seed=2**31 + 11, height=112, width=112)
-    answer = qa.ask(_video(sample), prompt(sample), press=PivotKVPress(ratio=0.25), max_new_tokens=8)
+    answer = qa.ask(Video.from_array(sample.array(), sample.fps), prompt(sample), press=PivotKVPress(ratio=0.25), max_new_tokens=8)
     assert max(answer.stats.kv_length_per_layer) < answer.stats.llm_input_length
     assert extract_letter(answer.text, sample.options) == sample.answer
 

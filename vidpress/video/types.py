@@ -78,6 +78,13 @@ class Video:
                 f"{len(self.frames)}, {len(self.timestamps)}, {len(self.frame_indices)}"
             )
 
+    @classmethod
+    def from_array(cls, frames: np.ndarray, fps: float) -> Video:
+        """Every frame of an in-memory clip, uint8 [T, H, W, 3] at ``fps`` (frame i at i / fps seconds)."""
+        count = len(frames)
+        return cls(frames=frames, timestamps=np.arange(count) / fps, frame_indices=np.arange(count), fps=fps,
+                   duration=count / fps)
+
     def __len__(self) -> int:
         return len(self.frames)
 
