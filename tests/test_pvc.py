@@ -45,7 +45,7 @@ def tower_features(qa: VideoQA, inputs, pvc: PVC | None = None) -> torch.Tensor:
         if pvc is None:
             out = call()
         else:
-            with attach_pvc(vision_tower(qa.model), pvc, stream=False):
+            with attach_pvc(qa.model, pvc, stream=False):
                 out = call()
     units = int(inputs["video_grid_thw"][0, 0])
     return torch.cat(out.pooler_output).view(units, -1, out.pooler_output[0].shape[-1])
@@ -133,7 +133,7 @@ def test_chunked_encoding_with_pvc_equals_one_shot(qa25):
     pvc = trained_like(pvc_for_model(qa25.model))
     encoded = {}
     for chunk in (1000, 2, 4):
-        with attach_pvc(vision_tower(qa25.model), pvc) as run:
+        with attach_pvc(qa25.model, pvc) as run:
             encoded[chunk] = adapter.encode(inputs, chunk_frames=chunk).features
         assert run.units_seen == 6
     for chunk in (2, 4):
@@ -150,11 +150,11 @@ def test_separate_videos_in_one_call_do_not_mix(qa25):
         "pixel_values_videos": torch.cat([first["pixel_values_videos"], second["pixel_values_videos"]]),
         "video_grid_thw": torch.cat([first["video_grid_thw"], second["video_grid_thw"]]),
     }
-    with torch.no_grad(), attach_pvc(vision_tower(qa25.model), pvc, stream=False):
+    with torch.no_grad(), attach_pvc(qa25.model, pvc, stream=False):
         out = adapter.inner.get_video_features(both["pixel_values_videos"], both["video_grid_thw"]).pooler_output
     torch.testing.assert_close(out[0].view(2, 16, -1), tower_features(qa25, first, pvc), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out[1].view(2, 16, -1), tower_features(qa25, second, pvc), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="one video per call"), torch.no_grad(), attach_pvc(vision_tower(qa25.model), pvc):
+    with pytest.raises(ValueError, match="one video per call"), torch.no_grad(), attach_pvc(qa25.model, pvc):
         adapter.inner.get_video_features(both["pixel_values_videos"], both["video_grid_thw"])
 
 
@@ -328,7 +328,7 @@ def _pvc_gradients(qa: VideoQA, pvc: PVC, sample) -> dict[str, torch.Tensor]:
     from vidpress.pvc.training import pvc_answer_loss
 
     pvc.zero_grad(set_to_none=True)
-    with attach_pvc(vision_tower(qa.model), pvc, stream=False) as run:
+    with attach_pvc(qa.model, pvc, stream=False) as run:
         loss_sum, count = pvc_answer_loss(qa.adapter, run, sample, tokens_per_frame=4)
         assert count == len(qa.processor.tokenizer("The answer is B.")["input_ids"]) + 1  # the answer and <|im_end|>
         (loss_sum / count).backward()
@@ -349,7 +349,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(fresh_qa):
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     assert plain["temporal.1.qkv.weight"].abs().sum() > 0
-    with attach_pvc(vision_tower(model), pvc, stream=True) as run, pytest.raises(ValueError, match="stream=False"):
+    with attach_pvc(model, pvc, stream=True) as run, pytest.raises(ValueError, match="stream=False"):
         pvc_answer_loss(fresh_qa.adapter, run, sample)
 
 
@@ -369,7 +369,7 @@ def stream_encode(qa: VideoQA, inputs, pvc: PVC, chunk_frames: int) -> tuple[tor
     """Chunked encoding with ``pvc`` attached: features [T', N, D] and, after each tower call, the units carried per layer."""
     carried = []
     visual = vision_tower(qa.model)
-    with torch.no_grad(), attach_pvc(visual, pvc) as run:
+    with torch.no_grad(), attach_pvc(qa.model, pvc) as run:
         handle = visual.register_forward_hook(lambda *_: carried.append([kv[0].shape[2] for kv in run.past]))
         try:
             features = qa.adapter.encode(inputs, chunk_frames=chunk_frames).features
@@ -508,3 +508,88 @@ def test_training_config_window_reaches_the_addon(tiny_checkpoints, tmp_path):
     with pytest.raises(ValueError, match="window"):
         PVCObjective(config(None)).load(tmp_path, torch.device("cpu"))
     assert "--window" in CliRunner().invoke(train_app, ["pvc", "--help"], terminal_width=200).output
+
+
+# -- InternVL: a unit is one frame, InternViT's blocks hold [T, n, C] (PVC's own setting: 4 x 64 tokens per image) --
+@pytest.fixture(scope="module")
+def internvl_qa(tmp_path_factory) -> VideoQA:
+    from vidpress.tiny_families import build_tiny_internvl
+
+    model, processor = build_tiny_internvl()
+    folder = tmp_path_factory.mktemp("pvc_internvl")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return VideoQA.from_pretrained(folder, device="cpu")
+
+
+def internvl_features(qa: VideoQA, frames, pvc: PVC | None = None, chunk_frames: int = 1000) -> torch.Tensor:
+    """[T, 16, D] the LLM tokens of ``frames`` (with ``pvc`` attached, streaming, when given)."""
+    inputs = qa.adapter.prepare(load_video(list(frames), source_fps=4.0), QUESTION)
+    with torch.no_grad():
+        if pvc is None:
+            return qa.adapter.encode(inputs, chunk_frames=chunk_frames).features
+        with attach_pvc(qa.model, pvc) as run:
+            features = qa.adapter.encode(inputs, chunk_frames=chunk_frames).features
+        assert run.units_seen == len(frames), "a unit is one frame on InternVL"
+        return features
+
+
+def test_internvl_untrained_pvc_is_identity_and_trained_pvc_is_causal(internvl_qa):
+    frames = random_frames(6, 112, 112, seed=0)
+    assert torch.equal(internvl_features(internvl_qa, frames, pvc_for_model(internvl_qa.model)), internvl_features(internvl_qa, frames))
+    pvc = trained_like(pvc_for_model(internvl_qa.model))
+    base = internvl_features(internvl_qa, frames, pvc)
+    later = frames.copy()
+    later[3:] = random_frames(3, 112, 112, seed=1)
+    changed = internvl_features(internvl_qa, later, pvc)
+    assert torch.equal(changed[:3], base[:3]), "a frame's output depends on later frames"
+    earlier = frames.copy()
+    earlier[0] = random_frames(1, 112, 112, seed=2)[0]
+    assert not torch.allclose(internvl_features(internvl_qa, earlier, pvc)[1], base[1]), "degenerate test: no mixing over time"
+    assert not torch.allclose(base, internvl_features(internvl_qa, frames)), "degenerate test: PVC changed nothing"
+
+
+def test_internvl_chunked_encoding_with_pvc_equals_one_shot(internvl_qa):
+    frames = random_frames(7, 112, 112, seed=0)
+    pvc = trained_like(pvc_for_model(internvl_qa.model))
+    whole = internvl_features(internvl_qa, frames, pvc)
+    for chunk in (1, 3):
+        torch.testing.assert_close(internvl_features(internvl_qa, frames, pvc, chunk_frames=chunk), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_internvl_press_and_image_token_counts(internvl_qa):
+    video = make_video(8)
+    full = internvl_qa.ask(video, QUESTION, max_new_tokens=6)
+    assert full.stats.visual_tokens_after == 8 * 16
+    kept_all = internvl_qa.ask(video, QUESTION, press=PVCPress(tokens_per_frame=16), max_new_tokens=6)
+    assert kept_all.token_ids == full.token_ids
+    assert internvl_qa.ask(video, QUESTION, press=PVCPress(tokens_per_frame=4), max_new_tokens=6).stats.visual_tokens_after == 8 * 4
+    image = pvc_image_frames(random_frames(1, 112, 112, seed=3)[0])
+    answer = internvl_qa.ask(image, QUESTION, press=PVCPress(tokens_per_frame=4), max_new_tokens=4)
+    assert answer.stats.visual_tokens_after == 4 * 4, "an image is 4 frames of tokens_per_frame tokens, as in the paper"
+
+
+def test_internvl_training_step_updates_only_the_addon_and_its_projector(internvl_qa, tmp_path):
+    from vidpress.pvc.training import pvc_training_step, trainable_parameters
+    from vidpress.train.encode import encode_conversation
+
+    model = internvl_qa.model
+    pvc = pvc_for_model(model)
+    parameters = trainable_parameters(model, pvc, train_projector=True)
+    before_model = {name: p.detach().clone() for name, p in model.named_parameters()}
+    before_pvc = {name: p.detach().clone() for name, p in pvc.named_parameters()}
+    optimizer = torch.optim.AdamW(parameters, lr=1e-2, weight_decay=0.0)
+    sample = encode_conversation(internvl_qa.adapter, make_video(6), (("user", QUESTION), ("assistant", "The answer is B.")))
+    assert sample.unit_counts.tolist() == [16] * 6
+    losses = [pvc_training_step(internvl_qa.adapter, pvc, sample, optimizer, tokens_per_frame=4) for _ in range(3)]
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(p, before_model[name]) for name, p in model.named_parameters()), "the base model changed"
+    changed = {name for name, p in pvc.named_parameters() if not torch.equal(p, before_pvc[name])}
+    for name in ("temporal.0.gate", "modulation.0.linear.weight", "compressor.gate"):
+        assert name in changed
+    assert any(name.startswith("merger.") for name in changed), "the projector copy did not train"
+    loaded = load_pvc(save_pvc(pvc, tmp_path / "addon"), model)
+    video = make_video(6)
+    trained = internvl_qa.ask(video, QUESTION, press=PVCPress(4, checkpoint=str(tmp_path / "addon")), max_new_tokens=4)
+    assert trained.stats.visual_tokens_after == 6 * 4
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), pvc.state_dict().values()))

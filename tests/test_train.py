@@ -296,6 +296,27 @@ def test_pvc_training_lowers_the_loss_and_trains_only_the_addon(tiny_checkpoints
     assert ask(PVCPress(tokens_per_frame=4, checkpoint=str(output))) != ask(PVCPress(tokens_per_frame=4))
 
 
+def test_pvc_training_on_internvl(synth_data, tmp_path):
+    """``vidpress train pvc`` on InternVL, whose unit is one frame and whose projector follows the pixel shuffle."""
+    from vidpress.presses.pvc import PVCPress
+    from vidpress.pvc.training import train_pvc
+    from vidpress.tiny_families import build_tiny_internvl
+
+    model, processor = build_tiny_internvl()
+    model.save_pretrained(tmp_path / "internvl")
+    processor.save_pretrained(tmp_path / "internvl")
+    output = train_pvc(pvc_config({"qwen2_5_vl": tmp_path / "internvl"}, synth_data, tmp_path / "pvc", max_steps=3, batch_size=2,
+                                  train_projector=True), progress=False)
+    losses = [r["loss"] for r in read_log(output)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert any(name.startswith("merger.") for name in load_file(output / "pvc.safetensors"))
+    qa = VideoQA.from_pretrained(tmp_path / "internvl", device="cpu")
+    record = json.loads(synth_data.read_text().splitlines()[0])
+    answer = qa.ask(synth_data.parent / record["video"], record["question"], press=PVCPress(tokens_per_frame=4, checkpoint=str(output)),
+                    num_frames=FRAMES, max_side=112, max_new_tokens=4)
+    assert answer.stats.visual_tokens_after == FRAMES * 4
+
+
 def test_pvc_resume_continues_with_the_same_next_step_loss(tiny_checkpoints, synth_data, tmp_path):
     from vidpress.pvc.training import train_pvc
 

@@ -194,8 +194,13 @@ class VideoAdapter(ABC):
     def encode(self, inputs: BatchFeature, chunk_frames: int | None = None, progress=None) -> EncodedVideo:
         """Visual tokens of the prompt's video, encoded ``chunk_frames`` frames at a time.
 
-        ``progress``, when given, is called with the number of frames encoded so far.
+        ``progress``, when given, is called with the number of frames encoded so far. Gradients flow when
+        autograd is on (PVC training encodes the whole video in one chunk); ``VideoQA`` calls it under no_grad.
         """
+
+    @abstractmethod
+    def video_units(self, inputs: BatchFeature) -> int:
+        """T', the temporal units of the prompt's video (frames / ``temporal_patch_size``)."""
 
     @property
     @abstractmethod

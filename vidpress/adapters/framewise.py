@@ -55,7 +55,9 @@ class FramewiseAdapter(VideoAdapter):
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
         """[t, N, D] the LLM tokens of the frames ``pixels`` [t, C, H, W], as the stock forward computes them."""
 
-    @torch.no_grad()
+    def video_units(self, inputs: BatchFeature) -> int:
+        return len(self.frame_pixels(inputs))
+
     def encode(self, inputs: BatchFeature, chunk_frames: int | None = None, progress: Callable[[int], None] | None = None) -> EncodedVideo:
         chunk_frames = max(1, chunk_frames or self.default_chunk_frames)
         pixels = self.frame_pixels(inputs)

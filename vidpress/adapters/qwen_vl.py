@@ -83,7 +83,9 @@ class QwenVLAdapter(VideoAdapter):
             grid = torch.tensor([[stop - start, h, w]], device=pixels.device)
             yield pixels[start * h * w : stop * h * w], grid
 
-    @torch.no_grad()
+    def video_units(self, inputs: BatchFeature) -> int:
+        return int(inputs["video_grid_thw"][:, 0].sum())
+
     def encode(self, inputs: BatchFeature, chunk_frames: int | None = None, progress: Callable[[int], None] | None = None) -> EncodedVideo:
         chunk_frames = chunk_frames or self.default_chunk_frames
         (t, h, w), = inputs["video_grid_thw"].tolist()

@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedModel
 
 from vidpress.presses.base import Press, PressContext
-from vidpress.pvc import PVC, attach_pvc, compress_encoded, load_pvc, pooling_grid, pvc_for_model, vision_tower
+from vidpress.pvc import PVC, attach_pvc, compress_encoded, load_pvc, pooling_grid, pvc_for_model
 
 if TYPE_CHECKING:
     from vidpress.adapters import EncodedVideo
@@ -75,7 +75,7 @@ class PVCPress(Press):
 
     def encoder_hooks(self, context: PressContext) -> contextlib.AbstractContextManager:
         model = context.adapter.model
-        return attach_pvc(vision_tower(model), self.module(model), stream=True)
+        return attach_pvc(model, self.module(model), stream=True)
 
     def select_tokens(self, encoded: EncodedVideo, keep: torch.Tensor, context: PressContext) -> torch.Tensor:
         pvc = self.module(context.adapter.model)

@@ -3,13 +3,13 @@
 - ``modules``: time embedding, AdaLN modulation, causal temporal attention (zero-initialised branches);
 - ``compressor``: per-unit compression to a token budget, placed in representative slots;
 - ``model``: ``PVCConfig`` and the ``PVC`` module holding every added parameter;
-- ``attach``: hooks on a Qwen-VL tower, with the temporal state carried across chunked calls;
+- ``attach``: hooks on a Qwen-VL or InternVL vision tower, with the temporal state carried across chunked calls;
 - ``io``: safetensors save/load of the add-on alone; ``images``: images as static videos;
 - ``training`` (import it explicitly; it uses ``vidpress.train``): trainable parameters, the loss, one step, the objective for the shared loop and ``train_pvc``.
 The press is ``vidpress.presses.pvc.PVCPress``.
 """
 
-from vidpress.pvc.attach import SUPPORTED_MODEL_TYPES, PVCRun, attach_pvc, pvc_for_model, vision_tower
+from vidpress.pvc.attach import SUPPORTED_MODEL_TYPES, PVCRun, VisionSeams, attach_pvc, pvc_for_model, vision_seams, vision_tower
 from vidpress.pvc.compressor import FrameCompressor, cell_slots, compress_encoded, compress_features, pool_frames, pooling_grid
 from vidpress.pvc.images import IMAGE_REPEATS, pvc_image_frames
 from vidpress.pvc.io import load_pvc, save_pvc
@@ -26,6 +26,7 @@ __all__ = [
     "PVCConfig",
     "PVCRun",
     "TimeEmbedding",
+    "VisionSeams",
     "attach_pvc",
     "cell_slots",
     "compress_encoded",
@@ -38,5 +39,6 @@ __all__ = [
     "pvc_image_frames",
     "save_pvc",
     "sinusoidal_embedding",
+    "vision_seams",
     "vision_tower",
 ]

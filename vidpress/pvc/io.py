@@ -1,8 +1,8 @@
 """Save and load the PVC add-on alone: ``pvc.safetensors`` (its weights) and ``pvc_config.json`` in a folder.
 
 The base model's weights are not saved: the add-on is loaded onto the stock pretrained model. When the add-on
-holds a trained copy of the tower's merger (projector; see ``trainable_parameters``), its weights are saved
-under ``merger.`` and ``load_pvc`` restores them into a copy of the model's merger.
+holds a trained copy of the model's projector (the tower's merger on Qwen-VL; see ``trainable_parameters``), its weights are saved
+under ``merger.`` and ``load_pvc`` restores them into a copy of the model's projector.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
-from vidpress.pvc.attach import vision_tower
+from vidpress.pvc.attach import vision_seams
 from vidpress.pvc.model import PVC, PVCConfig
 
 WEIGHTS = "pvc.safetensors"
@@ -38,8 +38,8 @@ def load_pvc(
 ) -> PVC:
     """The add-on saved in the folder ``path``.
 
-    ``model`` is needed when the checkpoint holds merger weights (they go into a copy of its merger); with a
-    model, the add-on is placed on its tower's device and dtype unless ``device``/``dtype`` say otherwise.
+    ``model`` is needed when the checkpoint holds merger weights (they go into a copy of its projector); with a
+    model, the add-on is placed on its vision tower's device and dtype unless ``device``/``dtype`` say otherwise.
     """
     folder = Path(path)
     config = json.loads((folder / CONFIG).read_text())
@@ -48,9 +48,9 @@ def load_pvc(
     if has_merger:
         if model is None:
             raise ValueError(f"{folder} holds trained merger weights: pass the model to load them into a copy of its merger")
-        pvc.merger = copy.deepcopy(vision_tower(model).merger)
+        pvc.merger = copy.deepcopy(vision_seams(model).projector)
     pvc.load_state_dict(load_file(folder / WEIGHTS))
     if model is not None:
-        visual = vision_tower(model)
-        device, dtype = device or visual.device, dtype or visual.dtype
+        weight = next(vision_seams(model).blocks[0].parameters())
+        device, dtype = device or weight.device, dtype or weight.dtype
     return pvc.to(device=device, dtype=dtype)

@@ -9,7 +9,7 @@ This module is not a training loop: the loop (data, accelerate, checkpoints, res
 
 Usage, one sample (``pvc_training_step`` does exactly this)::
 
-    with attach_pvc(vision_tower(model), pvc, stream=False) as run:
+    with attach_pvc(model, pvc, stream=False) as run:
         loss_sum, count = pvc_answer_loss(adapter, run, sample, tokens_per_frame)
         (loss_sum / count).backward()     # inside: checkpointed vision blocks are recomputed with the hooks
 """
@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidpress.adapters import LLMInputs, VideoAdapter
+from vidpress.adapters import VideoAdapter
 from vidpress.attention import use_per_layer_sdpa
-from vidpress.pvc.attach import PVCRun, attach_pvc, pvc_for_model, vision_tower
-from vidpress.pvc.compressor import compress_features
+from vidpress.pvc.attach import PVCRun, attach_pvc, pvc_for_model, vision_seams
+from vidpress.pvc.compressor import compress_encoded
 from vidpress.pvc.io import load_pvc, save_pvc
 from vidpress.pvc.model import PVC
 from vidpress.train.encode import IGNORE, TrainSample
@@ -42,13 +42,13 @@ CONFIG = "pvc_train_config.json"
 def trainable_parameters(model: nn.Module, pvc: PVC, train_projector: bool = False) -> list[nn.Parameter]:
     """Freeze ``model`` and return the parameters to train: the add-on's.
 
-    With ``train_projector``, the add-on first adopts a copy of the tower's merger in its own dtype
-    (``pvc.merger``, used instead of the tower's own while attached and saved with the add-on), so the
+    With ``train_projector``, the add-on first adopts a copy of the model's projector (Qwen-VL: the tower's
+    merger) in its own dtype (``pvc.merger``, used instead of the model's own while attached and saved with the add-on), so the
     model itself never changes. The add-on may stay float32 on a bf16 model: its hooks cast their outputs.
     """
     model.requires_grad_(False)
     if train_projector and pvc.merger is None:
-        pvc.merger = copy.deepcopy(vision_tower(model).merger).to(pvc.compressor.gate.dtype)
+        pvc.merger = copy.deepcopy(vision_seams(model).projector).to(pvc.compressor.gate.dtype)
     pvc.requires_grad_(True)
     return list(pvc.parameters())
 
@@ -56,30 +56,17 @@ def trainable_parameters(model: nn.Module, pvc: PVC, train_projector: bool = Fal
 def pvc_answer_loss(adapter: VideoAdapter, run: PVCRun, sample: TrainSample, tokens_per_frame: int = 64) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the sample's answer tokens, and their number.
 
-    ``run`` is what ``attach_pvc(vision_tower(model), pvc, stream=False)`` yields: call this inside that
+    ``run`` is what ``attach_pvc(model, pvc, stream=False)`` yields: call this inside that
     context. The tower runs once on the whole video with PVC attached; each unit is compressed to
     ``tokens_per_frame`` tokens placed in its slots, as ``PVCPress`` does at inference, and the positions
     are the model's own positions of the full sequence gathered at the kept tokens.
     """
     if not run.attached or run.stream:
         raise ValueError("call pvc_answer_loss inside attach_pvc(..., stream=False), with the run it yields")
-    inputs = sample.inputs
-    features, deepstack, grid = _video_features(adapter, inputs)
-    features, deepstack, slot_mask = compress_features(run.pvc.compressor, features, deepstack, grid, tokens_per_frame)
-    input_ids = inputs["input_ids"]
-    keep = torch.ones(input_ids.shape[1], dtype=torch.bool)
-    keep[sample.is_video] = slot_mask.flatten()
-    flat_mask = slot_mask.flatten().to(features.device)
-    llm_inputs = LLMInputs(
-        input_ids=input_ids[:, keep],
-        positions=adapter.full_positions(inputs)[..., keep],
-        video_embeds=features.flatten(0, 1)[flat_mask],
-        deepstack=[d.flatten(0, 1)[flat_mask] for d in deepstack],
-        source_index=keep.nonzero().squeeze(1),
-        video_keep=slot_mask,
-        video_token_id=sample.video_token_id,
-    )
-    labels = sample.labels[keep]
+    encoded = adapter.encode(sample.inputs, chunk_frames=adapter.video_units(sample.inputs) * adapter.temporal_patch_size)
+    slot_mask = compress_encoded(run.pvc.compressor, encoded, tokens_per_frame)  # one tower call: one video
+    llm_inputs = adapter.build_inputs(encoded, slot_mask)
+    labels = sample.labels[llm_inputs.source_index]
     targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE)])  # position i predicts token i + 1
     rows = (targets != IGNORE).nonzero().squeeze(1)
     logits = adapter.forward(llm_inputs, adapter.new_cache(), logits_to_keep=rows.to(adapter.device))[0]
@@ -91,30 +78,13 @@ def pvc_training_step(
     adapter: VideoAdapter, pvc: PVC, sample: TrainSample, optimizer: torch.optim.Optimizer, tokens_per_frame: int = 64
 ) -> float:
     """One optimisation step on one sample (mean loss over its answer tokens); returns the loss."""
-    with attach_pvc(vision_tower(adapter.model), pvc, stream=False) as run:
+    with attach_pvc(adapter.model, pvc, stream=False) as run:
         loss_sum, count = pvc_answer_loss(adapter, run, sample, tokens_per_frame)
         loss = loss_sum / max(count, 1)
         loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())
-
-
-def _video_features(adapter: VideoAdapter, inputs: dict) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
-    """Merged features [T', N, D] of the whole video in one tower call (with gradients), deepstack, and (H', W')."""
-    grid_thw = inputs["video_grid_thw"]
-    out = adapter.inner.get_video_features(inputs["pixel_values_videos"].to(adapter.device), grid_thw.to(adapter.device))
-    merge = vision_tower(adapter.model).spatial_merge_size
-    units, height, width = (int(x) for x in grid_thw[0])
-    grid = (height // merge, width // merge)
-    features = torch.cat(out.pooler_output).view(units, grid[0] * grid[1], -1)
-    deepstack = [_whole(d).view(features.shape) for d in getattr(out, "deepstack_features", None) or []]
-    return features, deepstack, grid
-
-
-def _whole(feature: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """A deepstack feature as one tensor (transformers 5.17 returns a tensor, later versions one per video)."""
-    return feature if isinstance(feature, torch.Tensor) else torch.cat(feature)
 
 
 @dataclass
@@ -205,7 +175,7 @@ class PVCObjective(Objective):
     @contextmanager
     def sample_loss(self, module: nn.Module, sample: TrainSample) -> Iterator[tuple[torch.Tensor, int]]:
         pvc = self.trainable.pvc
-        with attach_pvc(vision_tower(self.adapter.model), pvc, stream=False) as run:
+        with attach_pvc(self.adapter.model, pvc, stream=False) as run:
             yield module(lambda: pvc_answer_loss(self.adapter, run, sample, self.config.tokens_per_frame))
 
     def save(self, module: nn.Module, folder: Path) -> None:

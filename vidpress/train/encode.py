@@ -25,8 +25,9 @@ class TrainSample:
 
     Attributes
     ----------
-    inputs : the model's keyword inputs: ``input_ids`` [1, L], ``attention_mask`` [1, L], ``mm_token_type_ids``
-        [1, L], ``pixel_values_videos``, ``video_grid_thw`` (and ``second_per_grid_ts`` for Qwen2.5-VL).
+    inputs : the processor's output with the conversation's ``input_ids`` [1, L] and ``attention_mask`` [1, L]
+        (Qwen-VL: ``mm_token_type_ids`` [1, L], ``pixel_values_videos``, ``video_grid_thw``, and
+        ``second_per_grid_ts`` for Qwen2.5-VL; InternVL: ``pixel_values``), and vidpress's ``timestamps``.
     labels : [L] the token to predict AT each position's own index (``IGNORE`` where not trained); the
         loss shifts them by one.
     unit_counts : [T'] visual tokens per temporal unit.
@@ -76,7 +77,6 @@ def _pieces(adapter: VideoAdapter, turns: tuple[tuple[str, str], ...]) -> list[t
 def encode_conversation(adapter: VideoAdapter, video: Video, turns: tuple[tuple[str, str], ...]) -> TrainSample:
     """Tokenize ``turns`` (first a user turn, about ``video``) for training; see the module docstring."""
     inputs = adapter.prepare(video, turns[0][1])
-    inputs.pop("timestamps", None)
     tokenizer = adapter.processor.tokenizer
     eos = adapter.eos_token_ids
     ids = [inputs["input_ids"][0]]
@@ -95,9 +95,10 @@ def encode_conversation(adapter: VideoAdapter, video: Video, turns: tuple[tuple[
     model_inputs = {key: value for key, value in inputs.items() if key not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     model_inputs["input_ids"] = input_ids
     model_inputs["attention_mask"] = torch.ones_like(input_ids)
-    types = inputs["mm_token_type_ids"]
-    model_inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(1, extra)], dim=1)
-    video_token_id = adapter.model.config.video_token_id
-    units = int(inputs["video_grid_thw"][:, 0].sum())
+    if "mm_token_type_ids" in inputs:
+        types = inputs["mm_token_type_ids"]
+        model_inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(1, extra)], dim=1)
+    video_token_id = adapter.video_token_id
+    units = adapter.video_units(inputs)
     per_unit = int((input_ids[0] == video_token_id).sum()) // units
     return TrainSample(model_inputs, torch.cat(labels), torch.full((units,), per_unit), video_token_id)
