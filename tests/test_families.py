@@ -234,3 +234,25 @@ def test_in_memory_and_reloaded_models_agree(family_models, family_qa, family):
     video = make_video()
     expected = in_memory.ask(video, QUESTION, max_new_tokens=8).token_ids
     assert reloaded.ask(video, QUESTION, max_new_tokens=8).token_ids == expected
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))])
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl"])
+def test_processor_on_a_device_equals_the_stock_processor_call(tiny_qa, family_qa, name, device):
+    """``run_processor`` (one frame array, ``device``) gives the stock call's tensors (a list of frames, CPU)."""
+    qa = tiny_qa[name] if name in tiny_qa else family_qa[name]
+    adapter, video = qa.adapter, make_video(6)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
+    text = qa.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    stock = qa.processor(text=[text], videos=[list(video.frames)], do_sample_frames=False, return_tensors="pt")
+    adapter.preprocess_device = torch.device(device)
+    try:
+        ours = adapter.run_processor(text, video, do_sample_frames=False)
+    finally:
+        adapter.preprocess_device = None
+    assert stock.keys() == ours.keys()
+    for key, value in stock.items():
+        if device == "cpu":
+            assert torch.equal(ours[key].cpu(), value), key
+        else:  # the resize runs in another kernel: float rounding
+            torch.testing.assert_close(ours[key].cpu(), value, rtol=0, atol=1e-4 if value.is_floating_point() else 0)

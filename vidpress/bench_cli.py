@@ -44,6 +44,9 @@ def bench_command(
     press_arg: PressArgOption = None,
     fast_vision: Annotated[bool, typer.Option("--fast-vision/--no-fast-vision", help="Batched vision attention in the vidpress rows.")] = True,
     fast_decode: Annotated[bool, typer.Option("--fast-decode/--no-fast-decode", help="Reserved KV buffers for decoding in the vidpress rows.")] = True,
+    fast_preprocess: Annotated[
+        bool, typer.Option("--fast-preprocess/--no-fast-preprocess", help="The processor on the GPU in the vidpress rows.")
+    ] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per answer (decode ms/token averages over them).")] = 32,
     stock_max_frames: Annotated[
         Optional[int], typer.Option(help="Skip the plain transformers rows above this many frames (they take minutes).")
@@ -60,7 +63,7 @@ def bench_command(
     try:
         settings = Settings(
             archs=_split(arch), frames=_split(frames, int), presses=presses, fast_vision=fast_vision,
-            fast_decode=fast_decode, max_new_tokens=max_new_tokens, stock_max_frames=stock_max_frames, device=device,
+            fast_decode=fast_decode, fast_preprocess=fast_preprocess, max_new_tokens=max_new_tokens, stock_max_frames=stock_max_frames, device=device,
             video_dir=video_dir,
         )
     except ValueError as error:
@@ -69,14 +72,14 @@ def bench_command(
     result = run_bench(settings, progress=lambda row: console.log(f"{row.arch} {row.frames} frames {row.method}: {row.note or 'done'}"))
     console.print(console_table(result))
     command = _command(
-        arch, frames, names, press_arg, fast_vision, fast_decode, max_new_tokens, stock_max_frames, output
+        arch, frames, names, press_arg, fast_vision, fast_decode, fast_preprocess, max_new_tokens, stock_max_frames, output
     )
     path = write_markdown(result, output, command)
     console.print(f"wrote {path}")
 
 
 def _command(
-    arch, frames, names, press_args, fast_vision, fast_decode, max_new_tokens, stock_max_frames, output
+    arch, frames, names, press_args, fast_vision, fast_decode, fast_preprocess, max_new_tokens, stock_max_frames, output
 ) -> str:
     """The exact command line of this run, for the report."""
     words = ["vidpress", "bench", "--arch", arch, "--frames", frames]
@@ -86,6 +89,7 @@ def _command(
         words += ["--press-arg", item]
     words += ["--fast-vision" if fast_vision else "--no-fast-vision"]
     words += ["--fast-decode" if fast_decode else "--no-fast-decode"]
+    words += ["--fast-preprocess" if fast_preprocess else "--no-fast-preprocess"]
     words += ["--max-new-tokens", str(max_new_tokens)]
     if stock_max_frames is not None:
         words += ["--stock-max-frames", str(stock_max_frames)]

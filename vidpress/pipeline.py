@@ -71,6 +71,9 @@ class VideoQA:
     fast_decode : decode into KV buffers reserved after the prefill (vidpress.fast.decode: each step writes
         one entry per layer instead of copying the whole cache; same tokens). False keeps the stock dynamic
         cache, which concatenates every layer's whole cache at every step.
+    fast_preprocess : run the processor's resizing and normalisation on the model's device (the video
+        processor's ``device`` argument; the outputs of its CPU run up to float rounding of the resize).
+        False runs it on the CPU, as transformers does by default.
     """
 
     def __init__(
@@ -81,8 +84,11 @@ class VideoQA:
         encode_chunk_frames: int | None = None,
         fast_vision: bool = True,
         fast_decode: bool = True,
+        fast_preprocess: bool = True,
     ):
         self.adapter: VideoAdapter = adapter_for(model, processor)
+        if fast_preprocess:
+            self.adapter.preprocess_device = model.device
         use_per_layer_sdpa(model)
         if fast_vision:
             enable_fast_vision(model)
@@ -101,6 +107,7 @@ class VideoQA:
         attn_implementation: str = "sdpa",
         fast_vision: bool = True,
         fast_decode: bool = True,
+        fast_preprocess: bool = True,
         **kwargs,
     ) -> VideoQA:
         """Load a hub model name or a local folder; ``device`` defaults to CUDA when available."""
@@ -113,7 +120,7 @@ class VideoQA:
             str(name_or_path), dtype=dtype, attn_implementation=attn_implementation, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(str(name_or_path))
-        return cls(model, processor, fast_vision=fast_vision, fast_decode=fast_decode)
+        return cls(model, processor, fast_vision=fast_vision, fast_decode=fast_decode, fast_preprocess=fast_preprocess)
 
     # -- public API ------------------------------------------------------------------------------------
     def ask(

@@ -117,6 +117,7 @@ class VideoAdapter(ABC):
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
         self.model = model
         self.processor = processor
+        self.preprocess_device: torch.device | None = None  # where the processor resizes and normalises (None: CPU)
 
     # -- what the presses and the pipeline read ---------------------------------------------------------
     @property
@@ -189,6 +190,21 @@ class VideoAdapter(ABC):
     @abstractmethod
     def prepare(self, video: Video, question: str) -> BatchFeature:
         """The model's own processor and chat template on one user turn holding the video then the question."""
+
+    def run_processor(self, text: str, video: Video, **kwargs) -> BatchFeature:
+        """The model's processor on one prompt and its video, frames given as one [T, H, W, C] array.
+
+        With ``preprocess_device`` set, the video processor resizes and normalises there (its ``device``
+        argument; pixel values come back on that device). Pixel values are cast to the model's dtype, as the
+        vision tower casts them first thing: the same values, half the memory in bf16.
+        """
+        if self.preprocess_device is not None:
+            kwargs["device"] = str(self.preprocess_device)
+        inputs = self.processor(text=[text], videos=[video.frames], return_tensors="pt", **kwargs)
+        for key in ("pixel_values_videos", "pixel_values"):
+            if key in inputs and inputs[key].is_floating_point():
+                inputs[key] = inputs[key].to(self.model.dtype)
+        return inputs
 
     @abstractmethod
     def encode(self, inputs: BatchFeature, chunk_frames: int | None = None, progress=None) -> EncodedVideo:

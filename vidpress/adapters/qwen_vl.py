@@ -54,13 +54,7 @@ class QwenVLAdapter(VideoAdapter):
             width=width,
             height=height,
         )
-        inputs = self.processor(
-            text=[text],
-            videos=[list(video.frames)],
-            video_metadata=[metadata],
-            do_sample_frames=False,
-            return_tensors="pt",
-        )
+        inputs = self.run_processor(text, video, video_metadata=[metadata], do_sample_frames=False)
         inputs["timestamps"] = self._unit_timestamps(torch.as_tensor(video.timestamps, dtype=torch.float64))
         return inputs
 

@@ -7,7 +7,7 @@ Rows of one (architecture, frames) pair read the same synthetic mp4 (2 fps, ever
   on the vision tower; first-token and per-token times from a logits processor called at every step.
 - ``vidpress`` and ``vidpress + <press>``: ``VideoQA.ask`` on the file, with its own stage seconds and peak
   memory (vision seconds again from the tower hooks), on the batched vision attention when ``fast_vision``
-  and decoding into reserved KV buffers when ``fast_decode``.
+  decoding into reserved KV buffers when ``fast_decode``, and the processor on the GPU when ``fast_preprocess``.
 
 Every row records the LLM tokens, KV-cache size, and each stage's floor (FLOPs or bytes, see
 :mod:`vidpress.bench.floors`) as a fraction of the device's measured peaks. A row that runs out of GPU
@@ -55,6 +55,8 @@ class Settings:
     fast_vision : run the vidpress rows on the batched vision attention (:mod:`vidpress.fast`).
     fast_decode : decode the vidpress rows into reserved KV buffers (:mod:`vidpress.fast.decode`); False keeps
         the stock dynamic cache, for comparison.
+    fast_preprocess : run the processor of the vidpress rows on the GPU (the transformers rows always run
+        it on the CPU, transformers' default).
     max_new_tokens : greedy tokens per answer (decode ms/token is averaged over them).
     stock_max_frames : skip the transformers row above this many frames (None: never skip).
     device : "cuda", "cpu"... (None: CUDA when available).
@@ -66,6 +68,7 @@ class Settings:
     presses: Sequence[tuple[str, Press]] = ()
     fast_vision: bool = True
     fast_decode: bool = True
+    fast_preprocess: bool = True
     max_new_tokens: int = 32
     stock_max_frames: int | None = None
     device: str | None = None
@@ -225,7 +228,12 @@ class ArchBench:
         video = load_video(path, fps=FPS, max_frames=frames)
         decode_s = time.perf_counter() - start
         start = time.perf_counter()
-        inputs = self.qa.adapter.prepare(video, QUESTION)
+        adapter = self.qa.adapter
+        device_of_processor, adapter.preprocess_device = adapter.preprocess_device, None
+        try:
+            inputs = adapter.prepare(video, QUESTION)
+        finally:
+            adapter.preprocess_device = device_of_processor
         inputs.pop("timestamps")
         inputs = inputs.to(device)
         preprocess_s = time.perf_counter() - start
@@ -326,7 +334,7 @@ def run_bench(settings: Settings, progress=None) -> Result:
         for name in settings.archs:
             arch = get_arch(name)
             model, processor = build_model(arch, device, dtype)
-            bench = ArchBench(VideoQA(model, processor, fast_decode=settings.fast_decode), arch, settings, peaks)
+            bench = ArchBench(VideoQA(model, processor, fast_decode=settings.fast_decode, fast_preprocess=settings.fast_preprocess), arch, settings, peaks)
             for row in bench.rows(video_dir):
                 rows.append(row)
                 if progress is not None:
