@@ -354,9 +354,10 @@ def frame_stage(video: Video, presses: list[Press]) -> Video:
 
 
 def processor_adapter(model: Path) -> VideoAdapter:
-    """The model's adapter on a weightless (meta-device) copy of the model: enough to run its processor."""
+    """The model's adapter on a weightless (meta-device) float32 copy of the model: enough to run its processor
+    (which casts pixel values to the model's dtype: float32, that of the answering model)."""
     with torch.device("meta"):
-        weightless = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(model))
+        weightless = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(model), dtype=torch.float32)
     return adapter_for(weightless, AutoProcessor.from_pretrained(model))
 
 
