@@ -63,6 +63,22 @@ def test_prefill_flops_and_kv_bytes_match_a_real_prefill():
     assert decode_step_bytes(model, 37) == pytest.approx(weights + stored, rel=0.5)
 
 
+def test_prefill_flops_per_layer_match_an_lpcomp_prefill(tiny_qa):
+    """LP-Comp's floor counts each decoder layer's own tokens: it matches the FLOPs of a real LP-Comp prefill."""
+    from tests.test_pipeline import QUESTION, make_video
+    from vidpress.presses.lpcomp import LPCompPress
+
+    qa, video, press = tiny_qa["qwen2_5_vl"], make_video(8), LPCompPress(tokens_per_frame=None)
+    vision = counted_flops(lambda: qa.adapter.encode(qa.adapter.prepare(video, QUESTION)))
+    answered = counted_flops(lambda: qa.ask(video, QUESTION, press=press, max_new_tokens=1))  # encode + prefill
+    per_layer = qa.ask(video, QUESTION, press=press, max_new_tokens=1).stats.press["lpcomp_tokens_per_layer"]
+    assert len(set(per_layer)) > 1, "degenerate test: LP-Comp thinned nothing"
+    assert prefill_flops(qa.model, per_layer, causal=False) == pytest.approx(answered - vision, rel=0.02)
+    assert prefill_flops(qa.model, per_layer) < prefill_flops(qa.model, per_layer[0])
+    with pytest.raises(ValueError, match="per-layer"):
+        prefill_flops(qa.model, per_layer[:-1])
+
+
 @pytest.mark.parametrize("name, params, vision_params", [("qwen2_5_vl_7b", 8.29e9, 0.677e9), ("qwen3_vl_8b", 8.77e9, 0.576e9)])
 def test_real_configs_build_the_published_sizes(name, params, vision_params):
     arch = get_arch(name)

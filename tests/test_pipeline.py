@@ -144,7 +144,7 @@ def test_ask_on_a_video_file_with_stats(tiny_qa, small_video_path):
     answer = tiny_qa["qwen2_vl"].ask(small_video_path, QUESTION, num_frames=8, max_new_tokens=4)
     stats = answer.stats
     assert stats.frames_sampled == stats.frames_kept == 8
-    assert set(stats.seconds) == {"decode", "encode", "prefill", "generate"}
+    assert set(stats.seconds) == {"decode", "encode", "select", "prefill", "generate"}
     assert stats.peak_memory_gib > 0 and len(stats.kv_length_per_layer) == 4
 
 

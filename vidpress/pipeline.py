@@ -184,13 +184,14 @@ class VideoQA:
             prompts = [adapter.prepare(video, q) for q in questions]
             encoded = adapter.encode(prompts[0], self.encode_chunk_frames, progress=self._bar(progress, len(video), "encode"))
         context.encoded = encoded
-        keep = torch.ones(encoded.features.shape[:2], dtype=torch.bool)
-        for p in presses:
-            keep = p.select_tokens(encoded, keep, context)
-        if context.renumber_positions is not None:
-            positions = context.renumber_positions(encoded.inputs, keep)
-            encoded = context.encoded = replace(encoded, positions=positions)
-        inputs = adapter.build_inputs(encoded, keep)
+        with timer("select"):  # token-stage presses (QC-Comp's scoring passes run here)
+            keep = torch.ones(encoded.features.shape[:2], dtype=torch.bool)
+            for p in presses:
+                keep = p.select_tokens(encoded, keep, context)
+            if context.renumber_positions is not None:
+                positions = context.renumber_positions(encoded.inputs, keep)
+                encoded = context.encoded = replace(encoded, positions=positions)
+            inputs = adapter.build_inputs(encoded, keep)
         context.inputs = inputs
         kept_frames = _kept_frames(video, keep, adapter.temporal_patch_size)
 

@@ -5,12 +5,15 @@
   plus attention 4 * width * sum(segment length^2) per block, the segments being the temporal units
   (full-attention blocks) or Qwen2.5-VL's windows. Matches ``torch.utils.flop_counter`` on the stock tower.
 - LLM prefill: 2 * tokens * (decoder linear weights) + causal attention 2 * tokens^2 * (query width) per
-  layer + the LM head for the last token. A chunked or compressed prefill does less attention work than
-  this full-causal count; the floor is for the tokens the LLM receives.
+  layer + the LM head for the last token, with each layer's own token count when LP-Comp thins the video
+  inside the decoder. A chunked or KV-compressed prefill does less attention work than this full-causal
+  count; the floor is for the tokens the LLM receives.
 - decode step: read every LLM weight once (the embedding table excepted: one row) and the whole KV cache.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -58,15 +61,20 @@ def _decoder_linear_weights(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in layers.modules() if isinstance(m, nn.Linear))
 
 
-def prefill_flops(model: nn.Module, tokens: int, *, causal: bool = True) -> float:
+def prefill_flops(model: nn.Module, tokens: int | Sequence[int], *, causal: bool = True) -> float:
     """FLOPs of an LLM prefill of ``tokens`` tokens returning the last token's logits (``causal=False``:
-    the full score matrix, as a dense count does)."""
+    the full score matrix, as a dense count does). A sequence gives the tokens each decoder layer sees
+    (LP-Comp thins the video from layer to layer)."""
     text = model.config.get_text_config()
+    layers = text.num_hidden_layers
+    per_layer = [tokens] * layers if isinstance(tokens, int) else list(tokens)
+    if len(per_layer) != layers:
+        raise ValueError(f"{len(per_layer)} per-layer token counts for {layers} decoder layers")
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     query_width = text.num_attention_heads * head_dim
-    attention = (2 if causal else 4) * tokens**2 * query_width * text.num_hidden_layers
-    lm_head = 2 * model.lm_head.weight.numel()
-    return 2.0 * tokens * _decoder_linear_weights(model) + attention + lm_head
+    attention = (2 if causal else 4) * sum(n**2 for n in per_layer) * query_width
+    linear = 2.0 * sum(per_layer) * _decoder_linear_weights(model) / layers
+    return linear + attention + 2 * model.lm_head.weight.numel()
 
 
 def kv_bytes(model: nn.Module, kv_lengths: list[int] | int) -> float:

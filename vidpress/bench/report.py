@@ -18,8 +18,10 @@ HEADER = """# Benchmarks
 Measured by `vidpress bench`: random-weight models of the real architectures (configs in
 `vidpress/bench/configs/`), a synthetic 2 fps mp4 decoded through `vidpress.video.load_video`, greedy
 decoding. `transformers` rows are plain `model.generate` (stock SDPA); `vidpress` rows are `VideoQA.ask`.
-Stage columns: file decode, preprocess (the HF processor on CPU, the prompt, vidpress's positions), vision
-encoder, LLM prefill, first token (preprocess + vision + prefill), decode ms/token over the answer's "new tokens"
+Stage columns: file decode, preprocess (the HF processor, on the CPU in transformers rows and on the GPU in
+vidpress rows unless `--no-fast-preprocess`; the prompt; vidpress's positions), vision encoder, select (the
+token-stage presses: QC-Comp's scoring passes, DPSelect, ToMe), LLM prefill (with its FLOP floor in TFLOP:
+LP-Comp counts each layer's own tokens), first token (preprocess + vision + select + prefill), decode ms/token over the answer's "new tokens"
 (one-off costs after the first token, such as reserving KV room, weigh more when there are few). "% peak" is the stage's
 floor (FLOPs for vision and prefill, bytes read for a decode step; see `vidpress/bench/floors.py`) over its
 measured time, against the peaks measured at the start of the run. "= stock": the vidpress answer's tokens
@@ -28,7 +30,7 @@ equal `model.generate`'s (bf16 on GPU may flip a near-tie; the CPU tests check e
 
 COLUMNS = [
     "arch", "frames", "method", "LLM tokens", "KV GiB", "decode s", "preprocess s", "vision s", "vision % peak",
-    "prefill s", "prefill % peak", "first token s", "ms/token", "new tokens", "decode % peak", "peak GiB", "= stock",
+    "select s", "prefill TFLOP", "prefill s", "prefill % peak", "first token s", "ms/token", "new tokens", "decode % peak", "peak GiB", "= stock",
     "note",
 ]
 
@@ -52,7 +54,7 @@ def row_cells(row: Row) -> list[str]:
     return [
         row.arch, str(row.frames), row.method, f"{row.llm_tokens:,}", _number(row.kv_gib),
         _number(row.decode_s), _number(row.preprocess_s), _number(row.vision_s), _percent(row.vision_fraction),
-        _number(row.prefill_s), _percent(row.prefill_fraction), _number(row.first_token_s),
+        _number(row.select_s), _number(row.prefill_tflop, 1), _number(row.prefill_s), _percent(row.prefill_fraction), _number(row.first_token_s),
         _number(row.ms_per_token, 1), str(row.new_tokens), _percent(row.decode_fraction), _number(row.peak_gib), same,
         row.note,
     ]

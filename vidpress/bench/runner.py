@@ -95,8 +95,10 @@ class Row:
     decode_s: float = 0.0  # reading and decoding the video file
     preprocess_s: float = 0.0  # the processor (resize, normalise, patchify), the prompt, vidpress's positions
     vision_s: float = 0.0
+    select_s: float = 0.0  # token-stage presses: QC-Comp's scoring passes, DPSelect, ToMe, building the LLM inputs
     prefill_s: float = 0.0  # the LLM only
-    first_token_s: float = 0.0  # preprocess + vision + prefill
+    prefill_tflop: float = 0.0  # the prefill's FLOP floor (LP-Comp: each layer's own token count)
+    first_token_s: float = 0.0  # preprocess + vision + select + prefill
     ms_per_token: float | None = None
     peak_gib: float = 0.0
     vision_floor_s: float = 0.0
@@ -269,20 +271,23 @@ class ArchBench:
         return Row(
             arch=self.arch.name, frames=frames, method=method, llm_tokens=stats.llm_input_length,
             decode_s=seconds["decode"], preprocess_s=seconds["encode"] - clock.seconds, vision_s=clock.seconds,
-            prefill_s=seconds["prefill"], first_token_s=seconds["encode"] + seconds["prefill"],
+            select_s=seconds["select"], prefill_s=seconds["prefill"],
+            first_token_s=seconds["encode"] + seconds["select"] + seconds["prefill"],
             ms_per_token=_per_token_ms(seconds["generate"], len(answer.token_ids)),
             peak_gib=max(clock.peak_bytes, stats.peak_memory_gib * 2**30) / 2**30,
             new_tokens=len(answer.token_ids), token_ids=answer.token_ids,
-            **self._floors(stats.llm_input_length, stats.kv_length_per_layer),
+            **self._floors(stats.press.get("lpcomp_tokens_per_layer", stats.llm_input_length), stats.kv_length_per_layer),
         )
 
-    def _floors(self, tokens: int, kv_lengths: list[int] | int) -> dict:
-        """The KV size and the stage floors of a row, in seconds at the measured peaks."""
+    def _floors(self, prefill_tokens: int | list[int], kv_lengths: list[int] | int) -> dict:
+        """The KV size and the stage floors of a row (``prefill_tokens``: per decoder layer, or one count)."""
         model, peaks = self.qa.model, self.peaks
+        flops = prefill_flops(model, prefill_tokens)
         return dict(
             kv_gib=kv_bytes(model, kv_lengths) / 2**30,
             vision_floor_s=self.clock.flops / peaks.flops,
-            prefill_floor_s=prefill_flops(model, tokens) / peaks.flops,
+            prefill_tflop=flops / 1e12,
+            prefill_floor_s=flops / peaks.flops,
             decode_floor_ms=1000 * decode_step_bytes(model, kv_lengths) / peaks.bandwidth,
         )
 
