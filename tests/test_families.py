@@ -256,3 +256,18 @@ def test_processor_on_a_device_equals_the_stock_processor_call(tiny_qa, family_q
             assert torch.equal(ours[key].cpu(), value), key
         else:  # the resize runs in another kernel: float rounding
             torch.testing.assert_close(ours[key].cpu(), value, rtol=0, atol=1e-4 if value.is_floating_point() else 0)
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl"])
+def test_reused_prompt_equals_a_new_prepare(tiny_qa, family_qa, name):
+    """ask_many's other questions reuse the first prompt's processed frames: the same inputs as running the processor."""
+    qa = tiny_qa[name] if name in tiny_qa else family_qa[name]
+    video, asked = make_video(6), "What object appeared in the video?"
+    first = qa.adapter.prepare(video, asked)
+    for question in ("What object appeared first?", "Count them.", asked + " Answer with one word."):
+        reused, prepared = qa.adapter.reuse_prompt(first, asked, question), qa.adapter.prepare(video, question)
+        assert reused is not None and reused.keys() == prepared.keys()
+        for key, value in prepared.items():
+            assert torch.equal(reused[key], value), key
+    shortened = dict(first) | {"input_ids": first["input_ids"][:, :-1]}
+    assert qa.adapter.reuse_prompt(shortened, asked, "Count them.") is None, "a prompt that does not end with its text"

@@ -181,7 +181,9 @@ class VideoQA:
         with timer("encode"), contextlib.ExitStack() as hooks:
             for p in presses:
                 hooks.enter_context(p.encoder_hooks(context))
-            prompts = [adapter.prepare(video, q) for q in questions]
+            prompts = [adapter.prepare(video, questions[0])]
+            for question in questions[1:]:
+                prompts.append(adapter.reuse_prompt(prompts[0], questions[0], question) or adapter.prepare(video, question))
             encoded = adapter.encode(prompts[0], self.encode_chunk_frames, progress=self._bar(progress, len(video), "encode"))
         context.encoded = encoded
         with timer("select"):  # token-stage presses (QC-Comp's scoring passes run here)

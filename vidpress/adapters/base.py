@@ -7,6 +7,7 @@ the interface below.
 
 from __future__ import annotations
 
+import os
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -190,6 +191,32 @@ class VideoAdapter(ABC):
     @abstractmethod
     def prepare(self, video: Video, question: str) -> BatchFeature:
         """The model's own processor and chat template on one user turn holding the video then the question."""
+
+    def chat_text(self, question: str) -> str:
+        """The chat template's text of one user turn holding the video then ``question``, generation prompt included."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def reuse_prompt(self, inputs: BatchFeature, asked: str, question: str) -> BatchFeature | None:
+        """``inputs`` (``prepare(video, asked)``) with ``question`` in place of ``asked``, frames not processed again.
+
+        Two prompts on one video differ only after the video (the processor expands nothing else), so the new
+        prompt is the old one up to where the two chat texts' tokens part, then the new tokens. Returns None
+        when the old prompt does not end with the old text's own tokens (then run ``prepare`` instead).
+        """
+        old, new = (self.processor.tokenizer(self.chat_text(q))["input_ids"] for q in (asked, question))
+        common = len(os.path.commonprefix([old, new]))
+        ids = inputs["input_ids"]
+        cut = ids.shape[1] - (len(old) - common)
+        if ids[0, cut:].tolist() != old[common:]:
+            return None
+        reused = BatchFeature(dict(inputs))
+        reused["input_ids"] = torch.cat([ids[:, :cut], torch.tensor([new[common:]], dtype=ids.dtype)], dim=1)
+        reused["attention_mask"] = torch.ones_like(reused["input_ids"])
+        if "mm_token_type_ids" in inputs:  # text tokens are type 0
+            types = inputs["mm_token_type_ids"][:, :cut]
+            reused["mm_token_type_ids"] = torch.cat([types, types.new_zeros(1, len(new) - common)], dim=1)
+        return reused
 
     def run_processor(self, text: str, video: Video, **kwargs) -> BatchFeature:
         """The model's processor on one prompt and its video, frames given as one [T, H, W, C] array.

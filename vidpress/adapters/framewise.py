@@ -35,8 +35,7 @@ class FramewiseAdapter(VideoAdapter):
 
     def prepare(self, video: Video, question: str) -> BatchFeature:
         """The model's processor on the chat template; the frames are vidpress's (the processor samples none)."""
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = self.chat_text(question)
         inputs = self.run_processor(text, video, do_sample_frames=False)
         inputs["timestamps"] = torch.as_tensor(video.timestamps, dtype=torch.float64)
         return inputs

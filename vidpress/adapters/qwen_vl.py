@@ -43,8 +43,7 @@ class QwenVLAdapter(VideoAdapter):
         return self.inner.visual.spatial_merge_size
 
     def prepare(self, video: Video, question: str) -> BatchFeature:
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = self.chat_text(question)
         height, width = video.frames.shape[1:3]
         metadata = VideoMetadata(
             total_num_frames=int(video.metadata.get("num_frames", len(video))),
