@@ -16,9 +16,9 @@ def pvc_image_frames(image: Any, repeats: int = IMAGE_REPEATS, *, max_side: int 
     """A static video of ``repeats`` copies of ``image`` (a path, a PIL image, or a uint8 array [H, W, 3]).
 
     The copies are 1 s apart. With PVC, each copy gets its own relative time, so the AdaLN modulation can
-    make each look at the image differently. Cost on Qwen-VL, whose temporal unit is 2 frames: T_img = 4
-    frames are 2 units, so an image costs 2 x ``tokens_per_frame`` tokens (128 at 64 tokens per unit), not
-    the paper's 4 x 64 of InternVL2, where each frame is its own unit.
+    make each look at the image differently. Cost on InternVL, whose every frame is a unit: 4 x
+    ``tokens_per_frame`` tokens (4 x 64, as in the paper). On Qwen-VL, whose temporal unit is 2 frames,
+    T_img = 4 frames are 2 units: 2 x ``tokens_per_frame`` tokens.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
