@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--arch", default="qwen2_5_vl_7b")
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--press", action="append", help="press name (repeatable); none: no press")
+    parser.add_argument("--press-arg", action="append", help="k=v or NAME.k=v, as on the vidpress command line")
     parser.add_argument("--tokens", type=int, default=16, help="new tokens to decode (the profile covers all of them)")
     parser.add_argument("--fast-decode", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--rows", type=int, default=20, help="operators listed per table")
@@ -41,7 +42,7 @@ def main() -> None:
     arch = get_arch(args.arch)
     model, processor = build_model(arch, device, dtype)
     qa = pipeline.VideoQA(model, processor, fast_decode=args.fast_decode)
-    presses = build_presses(args.press, None)
+    presses = build_presses(args.press, args.press_arg)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     decode = pipeline.greedy_decode
     seen: dict = {}

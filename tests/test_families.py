@@ -252,10 +252,11 @@ def test_processor_on_a_device_equals_the_stock_processor_call(tiny_qa, family_q
         adapter.preprocess_device = None
     assert stock.keys() == ours.keys()
     for key, value in stock.items():
-        if device == "cpu":
+        if device == "cpu" or not value.is_floating_point():
             assert torch.equal(ours[key].cpu(), value), key
-        else:  # the resize runs in another kernel: float rounding
-            torch.testing.assert_close(ours[key].cpu(), value, rtol=0, atol=1e-4 if value.is_floating_point() else 0)
+        else:  # the GPU resize rounds a few pixels to the next grey level (0.015 after normalisation, measured on an H200)
+            difference = (ours[key].cpu().float() - value.float()).abs()
+            assert difference.max() <= 0.02 and (difference > 1e-4).float().mean() < 0.01, key
 
 
 @pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl"])

@@ -21,7 +21,7 @@ from transformers.cache_utils import Cache
 
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
 from vidpress.attention import use_per_layer_sdpa
-from vidpress.fast import enable_fast_vision, reserve
+from vidpress.fast import decode_attention, enable_fast_vision, reserve
 from vidpress.generation import greedy_decode, next_position, prefill, segment_bounds
 from vidpress.presses.base import Press, PressContext, as_press_list
 from vidpress.video import Video, load_video
@@ -69,8 +69,9 @@ class VideoQA:
         (vidpress.fast; same outputs as the stock per-window loop, several times faster on GPU). False keeps
         the stock encoder.
     fast_decode : decode into KV buffers reserved after the prefill (vidpress.fast.decode: each step writes
-        one entry per layer instead of copying the whole cache; same tokens). False keeps the stock dynamic
-        cache, which concatenates every layer's whole cache at every step.
+        one entry per layer instead of copying the whole cache; same tokens), with flash attention first on
+        CUDA (no per-step cuDNN plan). False keeps the stock dynamic cache, which concatenates every layer's
+        whole cache at every step, and PyTorch's own attention backend.
     fast_preprocess : run the processor's resizing and normalisation on the model's device (the video
         processor's ``device`` argument; the outputs of its CPU run up to float rounding of the resize).
         False runs it on the CPU, as transformers does by default.
@@ -220,7 +221,8 @@ class VideoQA:
                 with timer("prefill"):
                     logits = prefill(adapter, question_inputs, question_cache, [(start, len(question_inputs), False)], presses, context)
             kv_lengths = [question_cache.get_seq_length(layer) for layer in range(len(question_cache.layers))]
-            with timer("generate"):
+            backends = decode_attention(adapter.device) if self.fast_decode else contextlib.nullcontext()
+            with timer("generate"), backends:
                 first_position = next_position(question_inputs, context.position_shift)
                 tokens = greedy_decode(adapter, logits, question_cache, first_position, max_new_tokens)
             stats = AnswerStats(
