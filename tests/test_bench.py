@@ -149,6 +149,29 @@ def test_bench_numbers_are_positive(cli_run):
     assert uniform[1].vision_floor_s < plain[1].vision_floor_s, "fewer frames must cost the encoder less"
 
 
+def test_transformers_rows_run_the_stock_vision_tower(tmp_path):
+    """VideoQA switches the tower to the batched attention: the transformers row must switch it back."""
+    from vidpress import VideoQA
+    from vidpress.bench.archs import build_model
+    from vidpress.bench.video import write_synthetic_video
+    from vidpress.fast import NAME
+
+    arch = get_arch("tiny")
+    model, processor = build_model(arch, torch.device("cpu"), torch.float32)
+    bench = ArchBench(VideoQA(model, processor), arch, Settings(archs=["tiny"], frames=[8]), Peaks(device="cpu", flops=1e12, bandwidth=1e10))
+    path = tmp_path / "video.mp4"
+    write_synthetic_video(path, 8, *arch.frame_size)
+    seen = []
+    handle = model.model.visual.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    try:
+        bench.stock(path, 8, 2)
+        bench.vidpress(path, 8, None, 2)
+    finally:
+        handle.remove()
+        bench.clock.remove()
+    assert seen == ["sdpa", NAME]
+
+
 def fake_result(archs: list[str], frames: int) -> Result:
     row = Row(arch=archs[0], frames=frames, method="vidpress", llm_tokens=10, vision_s=1.0, vision_floor_s=0.5)
     peaks = Peaks(device="cpu", flops=1e12, bandwidth=1e10)

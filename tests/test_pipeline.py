@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
 
 from vidpress import Video, VideoQA, load_video
-from vidpress.fast import disable_fast_vision
+from vidpress.fast import stock_vision
 from vidpress.presses import UniformFramePress
 from tests.helpers import assert_chunked_prefill_equals_one_shot, random_frames
 
@@ -17,18 +16,6 @@ QUESTION = "What object appeared in the video?"
 
 def make_video(num_frames: int = 12, seed: int = 0) -> Video:
     return load_video(list(random_frames(num_frames, seed=seed)), source_fps=4.0)
-
-
-@contextlib.contextmanager
-def stock_vision(model):
-    """The stock vision encoder (vidpress's batched path switched off) inside the block."""
-    config = model.config.vision_config
-    before = config._attn_implementation
-    disable_fast_vision(model)
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
 
 
 def stock_generate(qa: VideoQA, video: Video, question: str, max_new_tokens: int) -> list[int]:

@@ -32,7 +32,7 @@ from vidpress.bench.archs import Arch, build_model, get_arch
 from vidpress.bench.floors import decode_step_bytes, kv_bytes, prefill_flops, vision_flops
 from vidpress.bench.peaks import Peaks, measure_peaks
 from vidpress.bench.video import FPS, write_synthetic_video
-from vidpress.fast import fast_vision
+from vidpress.fast import fast_vision, stock_vision
 from vidpress.pipeline import VideoQA
 from vidpress.presses import Press
 from vidpress.video import load_video
@@ -243,7 +243,7 @@ class ArchBench:
         steps = _StepClock(device)
         clock.reset()
         _reset_peak(device)
-        with _stock_llm_attention(self.qa):
+        with _stock_llm_attention(self.qa), stock_vision(self.qa.model):
             start = _now(device)
             output = self.qa.model.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=LogitsProcessorList([steps])
@@ -263,7 +263,7 @@ class ArchBench:
         clock = self.clock
         clock.reset()
         _reset_peak(self.device)
-        with fast_vision(self.qa.model) if self.settings.fast_vision else contextlib.nullcontext():
+        with fast_vision(self.qa.model) if self.settings.fast_vision else stock_vision(self.qa.model):
             answer = self.qa.ask(
                 str(path), QUESTION, press=press, fps=FPS, max_frames=frames, max_new_tokens=max_new_tokens
             )

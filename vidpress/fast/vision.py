@@ -171,3 +171,16 @@ def fast_vision(model: nn.Module) -> Iterator[bool]:
     finally:
         if switched:
             disable_fast_vision(model)
+
+
+@contextmanager
+def stock_vision(model: nn.Module) -> Iterator[None]:
+    """``with stock_vision(model):`` runs the vision tower on its stock attention, restoring the fast path after."""
+    config = _vision_config(model)
+    switched = config is not None and config._attn_implementation == NAME
+    disable_fast_vision(model)
+    try:
+        yield
+    finally:
+        if switched:
+            enable_fast_vision(model)
