@@ -46,7 +46,7 @@ def bench_command(
     fast_decode: Annotated[bool, typer.Option("--fast-decode/--no-fast-decode", help="Reserved KV buffers for decoding in the vidpress rows.")] = True,
     fast_preprocess: Annotated[
         bool, typer.Option("--fast-preprocess/--no-fast-preprocess", help="The processor on the GPU in the vidpress rows.")
-    ] = True,
+    ] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per answer (decode ms/token averages over them).")] = 32,
     stock_max_frames: Annotated[
         Optional[int], typer.Option(help="Skip the plain transformers rows above this many frames (they take minutes).")

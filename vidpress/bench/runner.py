@@ -68,7 +68,7 @@ class Settings:
     presses: Sequence[tuple[str, Press]] = ()
     fast_vision: bool = True
     fast_decode: bool = True
-    fast_preprocess: bool = True
+    fast_preprocess: bool = False
     max_new_tokens: int = 32
     stock_max_frames: int | None = None
     device: str | None = None
