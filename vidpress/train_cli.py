@@ -85,7 +85,7 @@ def pvc(
     output: Annotated[str, typer.Option(help="Folder for checkpoints, log.jsonl and the trained add-on (PVCPress(checkpoint=...)).")],
     layers: Annotated[Optional[int], typer.Option(help="Last tower blocks with PVC's modules (default: 4, at most the depth).")] = None,
     tokens_per_frame: Annotated[int, typer.Option(help="Tokens per temporal unit the LLM sees.")] = 64,
-    train_projector: Annotated[bool, typer.Option("--train-projector", help="Also train a copy of the merger.")] = False,
+    train_projector: Annotated[bool, typer.Option("--train-projector", help="Also train a copy of the projector (Qwen-VL: the merger; InternVL: the multi-modal projector).")] = False,
     window: Annotated[Optional[int], typer.Option(help="Sliding temporal window in units (not in the paper; default: all).")] = None,
     epochs: Epochs = 1,
     max_steps: MaxSteps = None,
