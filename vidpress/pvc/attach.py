@@ -17,7 +17,7 @@ With ``stream=True`` (the pipeline's chunked encoding), each call of the tower c
 earlier units' temporal keys/values are kept, so chunked encoding equals one-shot encoding (with a temporal
 window w, ``PVCConfig.window``, only those of the last w - 1 units: all the attention needs). The state starts
 empty when the context is entered: enter it once per video. With ``stream=False`` (training), every call
-and every entry of ``grid_thw`` is a separate video. When training with gradient checkpointing in the
+and every entry of ``grid_thw`` is a separate video (InternVL: every call, its frames one video). When training with gradient checkpointing in the
 tower, run the backward pass inside the context: the recomputed blocks need the hooks.
 """
 
