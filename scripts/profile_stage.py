@@ -1,11 +1,13 @@
-"""Where a decode step's time goes: torch.profiler over VideoQA's greedy decoding on a benchmark architecture.
+"""Where a stage's time goes: torch.profiler over VideoQA's LLM prefill or decoding on a benchmark architecture.
 
-    python scripts/profile_decode.py --arch qwen2_5_vl_7b --frames 1024 --press pivotkv --tokens 16
+    python scripts/profile_stage.py --arch qwen2_5_vl_7b --frames 1024 --press pivotkv --stage decode --tokens 16
+    python scripts/profile_stage.py --arch qwen2_5_vl_7b --frames 1024 --press pivotkv --stage prefill
 
 Builds the architecture with random weights (vidpress.bench, nothing downloaded), answers one question on a
-synthetic 2 fps video, and profiles only the decoding loop (``greedy_decode``): it prints the wall ms per
-token, the step's byte floor at the chip's measured copy bandwidth, and the top operators by GPU time and
-by CPU time, so launch overhead (CPU time per step well above GPU time) shows next to memory-bound kernels.
+synthetic 2 fps video, and profiles only the chosen stage: ``prefill`` (the LLM prefill, chunked and pruned by
+the presses) or ``decode`` (the greedy loop; with the step's byte floor at the chip's measured copy
+bandwidth). It prints the stage's wall time and the top operators by GPU time and by CPU time, so launch
+overhead (CPU time well above GPU time) shows next to the kernels that bound the stage.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--press", action="append", help="press name (repeatable); none: no press")
     parser.add_argument("--press-arg", action="append", help="k=v or NAME.k=v, as on the vidpress command line")
-    parser.add_argument("--tokens", type=int, default=16, help="new tokens to decode (the profile covers all of them)")
+    parser.add_argument("--stage", choices=["prefill", "decode"], default="decode")
+    parser.add_argument("--tokens", type=int, default=16, help="new tokens to decode (a decode profile covers all of them)")
     parser.add_argument("--fast-decode", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--rows", type=int, default=20, help="operators listed per table")
     args = parser.parse_args()
@@ -44,34 +47,40 @@ def main() -> None:
     qa = pipeline.VideoQA(model, processor, fast_decode=args.fast_decode)
     presses = build_presses(args.press, args.press_arg)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    decode = pipeline.greedy_decode
+    stage_name = {"prefill": "prefill", "decode": "greedy_decode"}[args.stage]
+    stage = getattr(pipeline, stage_name)
     seen: dict = {}
 
-    def profiled_decode(*decode_args, **decode_kwargs):
+    def profiled(*stage_args, **stage_kwargs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         with profile(activities=activities) as profiler:
             start = time.perf_counter()
-            tokens = decode(*decode_args, **decode_kwargs)
+            result = stage(*stage_args, **stage_kwargs)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seen["seconds"] = time.perf_counter() - start
-        seen["profiler"], seen["tokens"] = profiler, tokens
-        return tokens
+        seen["profiler"] = profiler
+        return result
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "video.mp4"
         write_synthetic_video(path, args.frames, *arch.frame_size)
         qa.ask(str(path), "Warm up.", fps=FPS, max_frames=8, max_new_tokens=2)
-        pipeline.greedy_decode = profiled_decode
+        setattr(pipeline, stage_name, profiled)
         try:
             answer = qa.ask(str(path), "What happens?", press=presses, fps=FPS, max_frames=args.frames, max_new_tokens=args.tokens)
         finally:
-            pipeline.greedy_decode = decode
+            setattr(pipeline, stage_name, stage)
 
-    steps = max(1, len(seen["tokens"]) - 1)  # the first token comes from the prefill's logits
-    floor_ms = 1000 * decode_step_bytes(model, answer.stats.kv_length_per_layer) / measure_peaks(device, dtype).bandwidth
-    print(f"{args.arch}, {args.frames} frames, presses {args.press or []}, fast_decode={args.fast_decode}: "
-          f"{1000 * seen['seconds'] / steps:.1f} ms per step over {steps} steps (profiler on), byte floor {floor_ms:.1f} ms, "
-          f"KV entries per layer {answer.stats.kv_length_per_layer[0]}")
+    header = f"{args.arch}, {args.frames} frames, presses {args.press or []}, {answer.stats.llm_input_length} LLM tokens"
+    if args.stage == "prefill":
+        print(f"{header}: prefill {seen['seconds']:.2f} s (profiler on), KV entries per layer {answer.stats.kv_length_per_layer[0]}")
+    else:
+        steps = max(1, len(answer.token_ids) - 1)  # the first token comes from the prefill's logits
+        floor_ms = 1000 * decode_step_bytes(model, answer.stats.kv_length_per_layer) / measure_peaks(device, dtype).bandwidth
+        print(f"{header}, fast_decode={args.fast_decode}: {1000 * seen['seconds'] / steps:.1f} ms per step over {steps} steps "
+              f"(profiler on), byte floor {floor_ms:.1f} ms, KV entries per layer {answer.stats.kv_length_per_layer[0]}")
     averages = seen["profiler"].key_averages()
     if device.type == "cuda":
         print(averages.table(sort_by="self_cuda_time_total", row_limit=args.rows))
