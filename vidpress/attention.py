@@ -6,17 +6,31 @@ evict a different number of KV entries per layer (AdaReTaKe) or drop hidden stat
 stock SDPA attention, given the stock mask whenever it fits the layer, and otherwise the causal mask of the
 layer's own length (batch size 1, no padding: query i sees every cached key up to its own position).
 Where every layer has the same length it passes everything through unchanged, so outputs stay identical.
+
+Chunks over a cache (the segments of a chunked prefill after the first) attend bottom-right causally
+with a mask, so the stock path repeats the KV heads (transformers' ``use_gqa_in_sdpa`` is False with a mask)
+and SDPA cannot use flash attention. Inside :func:`lower_right_chunks` (``VideoQA(fast_prefill=True)``; batch
+size 1 and no padding, as in vidpress's prefill) such a chunk runs SDPA with PyTorch's
+``causal_lower_right`` bias instead: flash attention with native grouped-query heads where it applies, the
+same materialised mask elsewhere (bit for bit on the CPU, tested).
 """
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 NAME = "vidpress_sdpa"
+_PLAIN_CAUSAL = contextvars.ContextVar("vidpress_plain_causal", default=False)
 
 
 def bottom_right_causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
@@ -35,10 +49,31 @@ def per_layer_sdpa(
 ) -> tuple[torch.Tensor, None]:
     """Stock SDPA attention with a causal mask that fits this layer's key length."""
     query_length, key_length = query.shape[2], key.shape[2]
+    if _PLAIN_CAUSAL.get() and 1 < query_length < key_length and query.shape[0] == 1 and kwargs.get("sliding_window") is None:
+        return lower_right_sdpa(module, query, key, value, scaling=kwargs.get("scaling")), None
     fits = attention_mask is None or attention_mask.shape[-1] == key_length
     if not fits or (attention_mask is None and 1 < query_length < key_length):
         attention_mask = bottom_right_causal_mask(query_length, key_length, query.device)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def lower_right_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *, scaling: float | None) -> torch.Tensor:
+    """[1, q, H, D] attention of the last q of k positions (query [1, H, q, D], key/value [1, H_kv, k, D])."""
+    bias = causal_lower_right(query.shape[2], key.shape[2])
+    groups = query.shape[1] // key.shape[1]
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scaling, enable_gqa=groups > 1)
+    return output.transpose(1, 2).contiguous()
+
+
+@contextmanager
+def lower_right_chunks() -> Iterator[None]:
+    """Inside, chunks over a cache use the ``causal_lower_right`` bias (see the module docstring): only for
+    prompts of batch size 1 without padding, whose masks are plain causal."""
+    token = _PLAIN_CAUSAL.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_CAUSAL.reset(token)
 
 
 AttentionInterface.register(NAME, per_layer_sdpa)

@@ -44,6 +44,9 @@ def bench_command(
     press_arg: PressArgOption = None,
     fast_vision: Annotated[bool, typer.Option("--fast-vision/--no-fast-vision", help="Batched vision attention in the vidpress rows.")] = True,
     fast_decode: Annotated[bool, typer.Option("--fast-decode/--no-fast-decode", help="Reserved KV buffers for decoding in the vidpress rows.")] = True,
+    fast_prefill: Annotated[
+        bool, typer.Option("--fast-prefill/--no-fast-prefill", help="Prefill chunks through causal_lower_right in the vidpress rows.")
+    ] = False,
     fast_preprocess: Annotated[
         bool, typer.Option("--fast-preprocess/--no-fast-preprocess", help="The processor on the GPU in the vidpress rows.")
     ] = False,
@@ -60,36 +63,29 @@ def bench_command(
 
     names = press or []
     presses = [(press_label(name, p), p) for name, p in zip(names, build_presses(names, press_arg))]
+    fast = {"vision": fast_vision, "decode": fast_decode, "prefill": fast_prefill, "preprocess": fast_preprocess}
     try:
         settings = Settings(
-            archs=_split(arch), frames=_split(frames, int), presses=presses, fast_vision=fast_vision,
-            fast_decode=fast_decode, fast_preprocess=fast_preprocess, max_new_tokens=max_new_tokens, stock_max_frames=stock_max_frames, device=device,
-            video_dir=video_dir,
+            archs=_split(arch), frames=_split(frames, int), presses=presses, max_new_tokens=max_new_tokens,
+            stock_max_frames=stock_max_frames, device=device, video_dir=video_dir, **{f"fast_{k}": v for k, v in fast.items()},
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     console = Console()
     result = run_bench(settings, progress=lambda row: console.log(f"{row.arch} {row.frames} frames {row.method}: {row.note or 'done'}"))
     console.print(console_table(result))
-    command = _command(
-        arch, frames, names, press_arg, fast_vision, fast_decode, fast_preprocess, max_new_tokens, stock_max_frames, output
-    )
-    path = write_markdown(result, output, command)
+    path = write_markdown(result, output, _command(arch, frames, names, press_arg, fast, max_new_tokens, stock_max_frames, output))
     console.print(f"wrote {path}")
 
 
-def _command(
-    arch, frames, names, press_args, fast_vision, fast_decode, fast_preprocess, max_new_tokens, stock_max_frames, output
-) -> str:
-    """The exact command line of this run, for the report."""
+def _command(arch, frames, names, press_args, fast: dict[str, bool], max_new_tokens, stock_max_frames, output) -> str:
+    """The exact command line of this run, for the report (``fast``: each fast path's switch)."""
     words = ["vidpress", "bench", "--arch", arch, "--frames", frames]
     for name in names:
         words += ["--press", name]
     for item in press_args or []:
         words += ["--press-arg", item]
-    words += ["--fast-vision" if fast_vision else "--no-fast-vision"]
-    words += ["--fast-decode" if fast_decode else "--no-fast-decode"]
-    words += ["--fast-preprocess" if fast_preprocess else "--no-fast-preprocess"]
+    words += [f"--fast-{name}" if on else f"--no-fast-{name}" for name, on in fast.items()]
     words += ["--max-new-tokens", str(max_new_tokens)]
     if stock_max_frames is not None:
         words += ["--stock-max-frames", str(stock_max_frames)]

@@ -20,7 +20,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 from transformers.cache_utils import Cache
 
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
-from vidpress.attention import use_per_layer_sdpa
+from vidpress.attention import lower_right_chunks, use_per_layer_sdpa
 from vidpress.fast import decode_attention, enable_fast_vision, reserve
 from vidpress.generation import greedy_decode, next_position, prefill, segment_bounds
 from vidpress.presses.base import Press, PressContext, as_press_list
@@ -72,6 +72,10 @@ class VideoQA:
         one entry per layer instead of copying the whole cache; same tokens), with flash attention first on
         CUDA (no per-step cuDNN plan). False keeps the stock dynamic cache, which concatenates every layer's
         whole cache at every step, and PyTorch's own attention backend.
+    fast_prefill : the chunks of a chunked prefill (KV presses) attend through PyTorch's
+        ``causal_lower_right`` bias instead of a materialised mask with repeated KV heads (vidpress.attention:
+        flash attention with grouped-query heads on CUDA; bit for bit on the CPU). Off by default until measured
+        on a GPU.
     fast_preprocess : run the processor's resizing and normalisation on the model's device (the video
         processor's ``device`` argument). Off by default: on an H200 the GPU resize moved a few pixels of
         Qwen2-VL / Qwen2.5-VL inputs by one grey level (0.1 % of values) and those of Qwen3-VL, LLaVA-OneVision
@@ -87,6 +91,7 @@ class VideoQA:
         encode_chunk_frames: int | None = None,
         fast_vision: bool = True,
         fast_decode: bool = True,
+        fast_prefill: bool = False,
         fast_preprocess: bool = False,
     ):
         self.adapter: VideoAdapter = adapter_for(model, processor)
@@ -99,6 +104,7 @@ class VideoQA:
         self.processor = processor
         self.encode_chunk_frames = encode_chunk_frames
         self.fast_decode = fast_decode
+        self.fast_prefill = fast_prefill
 
     @classmethod
     def from_pretrained(
@@ -110,6 +116,7 @@ class VideoQA:
         attn_implementation: str = "sdpa",
         fast_vision: bool = True,
         fast_decode: bool = True,
+        fast_prefill: bool = False,
         fast_preprocess: bool = False,
         **kwargs,
     ) -> VideoQA:
@@ -123,7 +130,9 @@ class VideoQA:
             str(name_or_path), dtype=dtype, attn_implementation=attn_implementation, **kwargs
         ).to(device)
         processor = AutoProcessor.from_pretrained(str(name_or_path))
-        return cls(model, processor, fast_vision=fast_vision, fast_decode=fast_decode, fast_preprocess=fast_preprocess)
+        return cls(
+            model, processor, fast_vision=fast_vision, fast_decode=fast_decode, fast_prefill=fast_prefill, fast_preprocess=fast_preprocess
+        )
 
     # -- public API ------------------------------------------------------------------------------------
     def ask(
@@ -207,7 +216,7 @@ class VideoQA:
         )
         shared = segments if len(questions) == 1 else segments[:-1]
         cache = adapter.new_cache()
-        with timer("prefill"):
+        with timer("prefill"), self._chunk_attention():
             logits = prefill(adapter, inputs, cache, shared, presses, context)
 
         answers = []
@@ -220,7 +229,7 @@ class VideoQA:
                 room = len(question_inputs) - start + max_new_tokens
                 question_cache = self._decode_cache(cache, room, shared=index < len(prompts) - 1)
             if start < len(question_inputs):
-                with timer("prefill"):
+                with timer("prefill"), self._chunk_attention():
                     logits = prefill(adapter, question_inputs, question_cache, [(start, len(question_inputs), False)], presses, context)
             kv_lengths = [question_cache.get_seq_length(layer) for layer in range(len(question_cache.layers))]
             backends = decode_attention(adapter.device) if self.fast_decode else contextlib.nullcontext()
@@ -244,6 +253,10 @@ class VideoQA:
         return answers
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _chunk_attention(self) -> contextlib.AbstractContextManager:
+        """The attention of prefill chunks over a cache: ``causal_lower_right`` with ``fast_prefill``, else stock."""
+        return lower_right_chunks() if self.fast_prefill else contextlib.nullcontext()
+
     def _decode_cache(self, cache: Cache, room: int, *, shared: bool) -> Cache:
         """The cache to prefill a question into and decode from: ``cache`` itself, or a copy when it is
         ``shared`` with later questions; with ``fast_decode``, its layers hold ``room`` free slots."""

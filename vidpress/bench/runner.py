@@ -55,6 +55,7 @@ class Settings:
     fast_vision : run the vidpress rows on the batched vision attention (:mod:`vidpress.fast`).
     fast_decode : decode the vidpress rows into reserved KV buffers (:mod:`vidpress.fast.decode`); False keeps
         the stock dynamic cache, for comparison.
+    fast_prefill : prefill chunks of the vidpress rows through ``causal_lower_right`` (``VideoQA(fast_prefill=...)``).
     fast_preprocess : run the processor of the vidpress rows on the GPU (the transformers rows always run
         it on the CPU, transformers' default).
     max_new_tokens : greedy tokens per answer (decode ms/token is averaged over them).
@@ -68,6 +69,7 @@ class Settings:
     presses: Sequence[tuple[str, Press]] = ()
     fast_vision: bool = True
     fast_decode: bool = True
+    fast_prefill: bool = False
     fast_preprocess: bool = False
     max_new_tokens: int = 32
     stock_max_frames: int | None = None
@@ -339,12 +341,16 @@ def run_bench(settings: Settings, progress=None) -> Result:
         for name in settings.archs:
             arch = get_arch(name)
             model, processor = build_model(arch, device, dtype)
-            bench = ArchBench(VideoQA(model, processor, fast_decode=settings.fast_decode, fast_preprocess=settings.fast_preprocess), arch, settings, peaks)
+            qa = VideoQA(
+                model, processor, fast_decode=settings.fast_decode, fast_prefill=settings.fast_prefill,
+                fast_preprocess=settings.fast_preprocess,
+            )
+            bench = ArchBench(qa, arch, settings, peaks)
             for row in bench.rows(video_dir):
                 rows.append(row)
                 if progress is not None:
                     progress(row)
-            del bench, model, processor
+            del bench, qa, model, processor
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
