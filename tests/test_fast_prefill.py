@@ -50,3 +50,25 @@ def test_fast_prefill_gives_the_stock_tokens_and_cache(every_qa, family, name):
     assert fast.token_ids == stock.token_ids
     assert fast.stats.kv_length_per_layer == stock.stats.kv_length_per_layer
     assert len(set(fast.token_ids)) > 1, "degenerate test: the tiny model repeats one token"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_every_chunk_on_cuda_matches_the_masked_stock_attention(tiny_checkpoints):
+    """On the GPU the bias dispatches to flash attention (grouped-query heads): bf16 tolerance, chunk by chunk."""
+    from vidpress.presses import PivotKVPress
+    from tests.test_retake import CHUNK
+
+    qa = VideoQA.from_pretrained(tiny_checkpoints["qwen2_5_vl"], device="cuda", fast_prefill=True)
+    checked = []
+
+    def compared(module, query, key, value, *, scaling):
+        ours = lower_right_sdpa(module, query, key, value, scaling=scaling)
+        mask = bottom_right_causal_mask(query.shape[2], key.shape[2], query.device)
+        stock, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=scaling)
+        torch.testing.assert_close(ours, stock, rtol=2e-2, atol=2e-2)
+        checked.append(query.shape[2])
+        return ours
+
+    with mock.patch.object(vidpress.attention, "lower_right_sdpa", compared):
+        qa.ask(make_video(), QUESTION, press=PivotKVPress(ratio=0.4, chunk_frames=CHUNK), max_new_tokens=4)
+    assert checked, "degenerate test: no chunk attended over a cache"
