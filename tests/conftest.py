@@ -33,6 +33,15 @@ def family(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="module")
+def every_qa(tiny_qa) -> dict:
+    """A VideoQA per family: the saved Qwen-VL checkpoints and the LLaVA-OneVision and InternVL tiny models."""
+    from vidpress import VideoQA
+    from vidpress.tiny_families import FAMILIES as FRAMEWISE_FAMILIES, build_tiny_family
+
+    return {**tiny_qa, **{family: VideoQA(*build_tiny_family(family)) for family in FRAMEWISE_FAMILIES}}
+
+
 @pytest.fixture(scope="session")
 def small_video_path(tmp_path_factory) -> Path:
     """A 3-second mp4 at 8 fps (24 frames, 56x84)."""

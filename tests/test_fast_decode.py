@@ -16,7 +16,7 @@ from vidpress.fast import BufferedLayer, reserve
 from vidpress.generation import next_position
 from vidpress.presses import AdaReTaKePress, LPCompPress, PivotKVPress, Press, QCCompPress, ReTaKePress
 from vidpress.presses.kv_eviction import keep_last_entries
-from vidpress.tiny_families import FAMILIES as FRAMEWISE_FAMILIES, build_tiny_family
+from vidpress.tiny_families import FAMILIES as FRAMEWISE_FAMILIES
 from tests.test_qccomp import SMALL
 from tests.test_retake import CHUNK, QUESTION, make_video
 
@@ -29,12 +29,6 @@ PRESSES: dict[str, Callable[[int], Press | None]] = {  # built from the LLM inpu
     "lpcomp": lambda length: LPCompPress(tokens_per_frame=None),
     "qccomp": lambda length: QCCompPress(n_select=6, **SMALL),
 }
-
-
-@pytest.fixture(scope="module")
-def every_qa(tiny_qa) -> dict[str, VideoQA]:
-    """A VideoQA per family: the saved Qwen-VL checkpoints and the LLaVA-OneVision and InternVL tiny models."""
-    return {**tiny_qa, **{family: VideoQA(*build_tiny_family(family)) for family in FRAMEWISE_FAMILIES}}
 
 
 @contextlib.contextmanager

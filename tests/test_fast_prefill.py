@@ -14,7 +14,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 import vidpress.attention
 from vidpress import VideoQA
 from vidpress.attention import bottom_right_causal_mask, lower_right_sdpa
-from tests.test_fast_decode import ALL_FAMILIES, PRESSES, every_qa  # noqa: F401 (fixture)
+from tests.test_fast_decode import ALL_FAMILIES, PRESSES
 from tests.test_retake import QUESTION, make_video
 
 
