@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
+from typing import Callable
+from unittest import mock
 
 import pytest
 import torch
@@ -11,7 +11,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from vidpress import VideoQA
 from vidpress.fast import BufferedLayer, reserve
 from vidpress.generation import next_position
 from vidpress.presses import AdaReTaKePress, LPCompPress, PivotKVPress, Press, QCCompPress, ReTaKePress
@@ -31,23 +30,13 @@ PRESSES: dict[str, Callable[[int], Press | None]] = {  # built from the LLM inpu
 }
 
 
-@contextlib.contextmanager
-def stock_decode(qa: VideoQA) -> Iterator[None]:
-    """The stock dynamic cache (a whole-cache concatenation per step) inside the block."""
-    qa.fast_decode = False
-    try:
-        yield
-    finally:
-        qa.fast_decode = True
-
-
 @pytest.mark.parametrize("name", PRESSES)
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_tokens_equal_the_stock_decode(every_qa, family, name):
     qa, video = every_qa[family], make_video()
     press = PRESSES[name](qa.ask(video, QUESTION, max_new_tokens=1).stats.llm_input_length)
     fast = qa.ask(video, QUESTION, press=press, max_new_tokens=10)
-    with stock_decode(qa):
+    with mock.patch.object(qa, "fast_decode", False):  # the stock dynamic cache
         stock = qa.ask(video, QUESTION, press=press, max_new_tokens=10)
     assert fast.token_ids == stock.token_ids
     assert fast.stats.kv_length_per_layer == stock.stats.kv_length_per_layer
@@ -62,7 +51,7 @@ def test_ask_many_reuses_the_video_prefix(every_qa, family, press):
     qa, video = every_qa[family], make_video()
     questions = [QUESTION, "How many times did the red circle appear?", "Which colour came first?"]
     many = qa.ask_many(video, questions, press=press, max_new_tokens=6)
-    with stock_decode(qa):
+    with mock.patch.object(qa, "fast_decode", False):  # the stock dynamic cache
         stock = qa.ask_many(video, questions, press=press, max_new_tokens=6)
     single = [qa.ask(video, question, press=press, max_new_tokens=6) for question in questions]
     assert [a.token_ids for a in many] == [a.token_ids for a in stock] == [a.token_ids for a in single]

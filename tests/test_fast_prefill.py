@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
 from unittest import mock
 
 import pytest
@@ -29,22 +27,13 @@ def test_lower_right_chunk_equals_the_masked_stock_attention(heads, kv_heads):
     assert torch.equal(lower_right_sdpa(module, query, key, value, scaling=0.25), stock)
 
 
-@contextlib.contextmanager
-def fast_prefill(qa: VideoQA) -> Iterator[None]:
-    qa.fast_prefill = True
-    try:
-        yield
-    finally:
-        qa.fast_prefill = False
-
-
 @pytest.mark.parametrize("name", ["pivotkv", "adaretake", "retake"])  # the presses that prefill in chunks
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_fast_prefill_gives_the_stock_tokens_and_cache(every_qa, family, name):
     qa, video = every_qa[family], make_video()
     press = PRESSES[name](qa.ask(video, QUESTION, max_new_tokens=1).stats.llm_input_length)
     stock = qa.ask(video, QUESTION, press=press, max_new_tokens=8)
-    with fast_prefill(qa), mock.patch.object(vidpress.attention, "lower_right_sdpa", wraps=lower_right_sdpa) as chunks:
+    with mock.patch.object(qa, "fast_prefill", True), mock.patch.object(vidpress.attention, "lower_right_sdpa", wraps=lower_right_sdpa) as chunks:
         fast = qa.ask(video, QUESTION, press=press, max_new_tokens=8)
     assert chunks.call_count > 0, "degenerate test: no chunk attended over a cache"
     assert fast.token_ids == stock.token_ids
