@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidpress import Video, VideoQA
-from vidpress.adapters import adapter_for
+from vidpress.adapters import adapter_for, model_inputs
 from vidpress.eval.answers import extract_letter
 from vidpress.fast import enable_fast_vision
 from vidpress.synth import TASKS, make_sample, prompt, synth_vocabulary_corpus
@@ -42,8 +42,7 @@ def training_example(adapter, sample, answer_with: str = "letter") -> dict[str, 
     letter); "name" asks the bare question and answers with the option's text.
     """
     text = sample.question if answer_with == "name" else prompt(sample)
-    inputs = adapter.prepare(sample_video(sample), text)
-    inputs.pop("timestamps")
+    inputs = model_inputs(adapter.prepare(sample_video(sample), text))
     tokenizer = adapter.processor.tokenizer
     target = sample.answer if answer_with == "letter" else sample.answer_text
     answer = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel, ProcessorMixin
 
-from vidpress.adapters.base import EncodedVideo, LLMInputs, VideoAdapter
+from vidpress.adapters.base import EncodedVideo, LLMInputs, VideoAdapter, model_inputs
 from vidpress.adapters.internvl import InternVLAdapter
 from vidpress.adapters.llava_onevision import LlavaOnevisionAdapter
 from vidpress.adapters.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
@@ -22,4 +22,4 @@ def adapter_for(model: PreTrainedModel, processor: ProcessorMixin) -> VideoAdapt
     raise ValueError(f"vidpress has no adapter for model_type {model_type!r}; supported: {supported}")
 
 
-__all__ = ["ADAPTERS", "EncodedVideo", "LLMInputs", "VideoAdapter", "adapter_for"]
+__all__ = ["ADAPTERS", "EncodedVideo", "LLMInputs", "VideoAdapter", "adapter_for", "model_inputs"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,14 @@ from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
 from transformers.cache_utils import Cache, DynamicCache
 
 from vidpress.video import Video
+
+
+VIDPRESS_KEYS = ("timestamps",)  # what ``VideoAdapter.prepare`` adds to the processor's output
+
+
+def model_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` without vidpress's own keys: what the stock model's ``forward`` and ``generate`` take."""
+    return {key: value for key, value in inputs.items() if key not in VIDPRESS_KEYS}
 
 
 @dataclass

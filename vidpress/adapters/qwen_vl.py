@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 from transformers.video_utils import VideoMetadata
 
-from vidpress.adapters.base import EncodedVideo, LLMInputs, VideoAdapter
+from vidpress.adapters.base import EncodedVideo, LLMInputs, VideoAdapter, model_inputs
 from vidpress.video import Video
 
 
@@ -114,7 +114,7 @@ class QwenVLAdapter(VideoAdapter):
 
     def full_positions(self, inputs: BatchFeature) -> torch.Tensor:
         """[3, 1, L] position ids of the full prompt from the model's own ``get_rope_index``."""
-        kwargs = {k: v for k, v in inputs.items() if k not in ("input_ids", "pixel_values_videos", "pixel_values", "timestamps")}
+        kwargs = {k: v for k, v in model_inputs(inputs).items() if k not in ("input_ids", "pixel_values_videos", "pixel_values")}
         positions, _ = self.inner.get_rope_index(inputs["input_ids"], **kwargs)
         return positions
 

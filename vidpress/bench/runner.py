@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import BatchFeature, LogitsProcessor, LogitsProcessorList
 
+from vidpress.adapters import model_inputs
 from vidpress.bench.archs import Arch, build_model, get_arch
 from vidpress.bench.floors import decode_step_bytes, kv_bytes, prefill_flops, vision_flops
 from vidpress.bench.peaks import Peaks, measure_peaks
@@ -238,8 +239,7 @@ class ArchBench:
             inputs = adapter.prepare(video, QUESTION)
         finally:
             adapter.preprocess_device = device_of_processor
-        inputs.pop("timestamps")
-        inputs = inputs.to(device)
+        inputs = BatchFeature(model_inputs(inputs)).to(device)
         preprocess_s = time.perf_counter() - start
         length = inputs["input_ids"].shape[1]
         steps = _StepClock(device)

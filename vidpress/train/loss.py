@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidpress.adapters import VideoAdapter
+from vidpress.adapters import VideoAdapter, model_inputs
 from vidpress.presses.lpcomp import LPCompPress, drop_hidden_states
 from vidpress.train.encode import IGNORE, TrainSample
 
@@ -43,7 +43,7 @@ def answer_loss(model: nn.Module, sample: TrainSample, final_keep: Tensor | None
     if final_keep is not None:
         targets = targets[final_keep]
     rows = (targets != IGNORE).nonzero().squeeze(1)
-    inputs = {key: value.to(device) for key, value in sample.inputs.items() if key != "timestamps"}  # vidpress's own key
+    inputs = {key: value.to(device) for key, value in model_inputs(sample.inputs).items()}
     logits = model(**inputs, use_cache=False, logits_to_keep=rows.to(device)).logits[0]
     loss = F.cross_entropy(logits.float(), targets[rows].to(device), reduction="sum")
     return loss, len(rows)
