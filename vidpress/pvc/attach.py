@@ -60,6 +60,12 @@ class VisionSeams:
     def projector(self) -> nn.Module:
         return getattr(self.projector_owner, self.projector_name)
 
+    @property
+    def placement(self) -> dict:
+        """The tower's device and dtype (where the add-on goes)."""
+        weight = next(self.blocks[0].parameters())
+        return {"device": weight.device, "dtype": weight.dtype}
+
 
 def _qwen_units(args: tuple, kwargs: dict) -> Units:
     grid = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
@@ -106,7 +112,7 @@ def pvc_for_model(model: PreTrainedModel, layers: int | None = None, window: int
         layers=layers or min(DEFAULT_LAYERS, len(seams.blocks)),
         window=window,
     )
-    return PVC(config).to(device=norm.weight.device, dtype=norm.weight.dtype)
+    return PVC(config).to(**seams.placement)
 
 
 class PVCRun:

@@ -51,6 +51,6 @@ def load_pvc(
         pvc.merger = copy.deepcopy(vision_seams(model).projector)
     pvc.load_state_dict(load_file(folder / WEIGHTS))
     if model is not None:
-        weight = next(vision_seams(model).blocks[0].parameters())
-        device, dtype = device or weight.device, dtype or weight.dtype
+        placement = vision_seams(model).placement
+        device, dtype = device or placement["device"], dtype or placement["dtype"]
     return pvc.to(device=device, dtype=dtype)
