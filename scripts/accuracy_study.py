@@ -246,6 +246,7 @@ class Method:
     build: Callable[[Budget], list[Press]]
     rule: str
     model: str = "base"  # "base" (--model) or "sct" (--sct-model)
+    checkpoint: str | None = None  # the trained weights it needs (--sct-model, --pvc-checkpoint), recorded in its rows
 
 
 BASE_METHODS = (
@@ -273,10 +274,10 @@ def available_methods(sct_model: Path | None, pvc_checkpoint: Path | None) -> di
     methods = {method.name: method for method in BASE_METHODS}
     if sct_model is not None:
         methods["lpcomp-sct"] = Method("lpcomp-sct", functools.partial(lpcomp, press=tuned_lpcomp(sct_model)), SCT_RULE,
-                                       model="sct")
+                                       model="sct", checkpoint=str(sct_model))
     if pvc_checkpoint is not None:
         build = functools.partial(pvc, checkpoint=str(pvc_checkpoint), trained_tokens=trained_tokens(pvc_checkpoint))
-        methods["pvc"] = Method("pvc", build, PVC_RULE)
+        methods["pvc"] = Method("pvc", build, PVC_RULE, checkpoint=str(pvc_checkpoint))
     return methods
 
 
@@ -551,6 +552,8 @@ def answer_shard(args: argparse.Namespace, specs: list[SampleSpec], shard: int, 
             if left[group] == 0:
                 for key in (row_key(group, job) for job in item.spec.jobs):
                     row = tallies.pop(key).row(key)
+                    if methods[key[0]].checkpoint is not None:
+                        row["checkpoint"] = methods[key[0]].checkpoint
                     journal.append(row)
                     bar.write(describe(row))
 
@@ -741,6 +744,22 @@ def setup_lines(args: argparse.Namespace, facts: ModelFacts, layout: Layout) -> 
     ]
 
 
+def checkpoint_lines(records: list[dict]) -> list[str]:
+    """Which trained weights the rows of lpcomp-sct and pvc were made with (the ``checkpoint`` of their rows)."""
+    found: dict[str, dict[str, int]] = {}
+    for record in records:
+        if record["method"] in ("lpcomp-sct", "pvc"):
+            checkpoint = record.get("checkpoint")
+            name = "not recorded (rows made before rows recorded it)" if checkpoint is None else f"`{checkpoint}`"
+            counts = found.setdefault(record["method"], {})
+            counts[name] = counts.get(name, 0) + 1
+    parts = [f"`{method}`: " + ", ".join(f"{name}, {n} rows" for name, n in counts.items())
+             for method, counts in sorted(found.items(), key=lambda item: METHOD_ORDER.index(item[0]))]
+    if not parts:
+        return []
+    return ["", "**Checkpoints** of the trained methods, as their rows record them: " + "; ".join(parts) + "."]
+
+
 def length_tables(rows: Rows, layout: Layout) -> list[str]:
     """Accuracy per method x length for each task and their mean, then the mean visual tokens kept."""
     header = ["method", *(f"{length} f" for length in layout.lengths)]
@@ -784,7 +803,7 @@ def write_report(records: list[dict], args: argparse.Namespace, facts: ModelFact
              "`--pvc-checkpoint` for the trained methods); runs are resumable and append to results.jsonl, so "
              f"several runs, each on a subset of methods, lengths or tasks, may have written these rows. This "
              f"page was written by `{args.command}`. A `-` marks a cell no run has measured yet.", "",
-             *setup_lines(args, facts, layout), "", "## Issue targets", "", *target_lines(rows, layout, frames), "",
+             *setup_lines(args, facts, layout), *checkpoint_lines(records), "", "## Issue targets", "", *target_lines(rows, layout, frames), "",
              "## Accuracy per task and length at the budget", "", *length_tables(rows, layout),
              "![accuracy vs frames](accuracy_vs_frames.png)", "",
              f"## {frames} frames at fractions of the budget", "", *fraction_table(rows, layout, frames)]
@@ -903,13 +922,22 @@ def check_config(args: argparse.Namespace) -> None:
         path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def same_checkpoint(row: dict, methods: dict[str, Method]) -> bool:
+    """Whether ``row`` was made with the checkpoint its method now uses (rows of a trained method made with another
+    --sct-model or --pvc-checkpoint, or before rows recorded theirs, are run again; the report shows the last row)."""
+    method = methods.get(row["method"])
+    return method is None or method.checkpoint is None or row.get("checkpoint") == method.checkpoint
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Run the missing rows of the study, then write study.md and the plots; returns study.md's path."""
     args = parse_args(argv)
     check_config(args)
     results = args.output / RESULTS
     repair(results)  # a row cut short by a kill
-    done = {(r["method"], r["task"], r["length"], r["depth"], r["fraction"]) for r in read_records(results)}
+    methods = available_methods(args.sct_model, args.pvc_checkpoint)
+    done = {(r["method"], r["task"], r["length"], r["depth"], r["fraction"]) for r in read_records(results)
+            if same_checkpoint(r, methods)}
     specs = plan(args, done)
     questions = sum(len(spec.jobs) for spec in specs)
     print(f"{len(specs)} samples to answer ({questions} questions); {len(done)} rows already in {results}")
