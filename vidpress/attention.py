@@ -13,12 +13,16 @@ and SDPA cannot use flash attention. Inside :func:`lower_right_chunks` (``VideoQ
 size 1 and no padding, as in vidpress's prefill) such a chunk runs SDPA with PyTorch's
 ``causal_lower_right`` bias instead: flash attention with native grouped-query heads where it applies, the
 same materialised mask elsewhere (bit for bit on the CPU, tested).
+
+One-token steps inside :func:`step_attention` attend through the function it was given instead: the static
+decode steps of :mod:`vidpress.fast.graph_decode`, whose cache layers return whole buffers and whose
+valid lengths live on the device.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -30,7 +34,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 NAME = "vidpress_sdpa"
+StepAttention = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor]
 _PLAIN_CAUSAL = contextvars.ContextVar("vidpress_plain_causal", default=False)
+_STEP_ATTENTION: contextvars.ContextVar[StepAttention | None] = contextvars.ContextVar("vidpress_step_attention", default=None)
 
 
 def bottom_right_causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
@@ -49,6 +55,9 @@ def per_layer_sdpa(
 ) -> tuple[torch.Tensor, None]:
     """Stock SDPA attention with a causal mask that fits this layer's key length."""
     query_length, key_length = query.shape[2], key.shape[2]
+    step = _STEP_ATTENTION.get()
+    if step is not None and query_length == 1:
+        return step(module, query, key, value, kwargs.get("scaling")), None
     if _PLAIN_CAUSAL.get() and 1 < query_length < key_length and query.shape[0] == 1 and kwargs.get("sliding_window") is None:
         return lower_right_sdpa(module, query, key, value, scaling=kwargs.get("scaling")), None
     fits = attention_mask is None or attention_mask.shape[-1] == key_length
@@ -74,6 +83,17 @@ def lower_right_chunks() -> Iterator[None]:
         yield
     finally:
         _PLAIN_CAUSAL.reset(token)
+
+
+@contextmanager
+def step_attention(attention: StepAttention) -> Iterator[None]:
+    """Inside, one-token steps run ``attention(module, query, key, value, scaling)`` -> [1, 1, H, D] (query
+    [1, H, 1, D], key/value as the cache layer's ``update`` returned them)."""
+    token = _STEP_ATTENTION.set(attention)
+    try:
+        yield
+    finally:
+        _STEP_ATTENTION.reset(token)
 
 
 AttentionInterface.register(NAME, per_layer_sdpa)

@@ -9,6 +9,7 @@ import torch
 from transformers.cache_utils import Cache
 
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter
+from vidpress.fast.graph_decode import decode_on_device, supports_device_steps
 from vidpress.presses.base import Press, PressContext
 
 
@@ -87,6 +88,8 @@ def greedy_decode(
     cache: Cache,
     next_position: int,
     max_new_tokens: int,
+    *,
+    on_device: bool = False,
 ) -> list[int]:
     """Greedy tokens after a prefill whose last logits are ``first_logits`` [1, V].
 
@@ -94,8 +97,13 @@ def greedy_decode(
     which is what the stock generate computes from the model's rope deltas. Stops after an EOS token.
     Each step writes its KV entries in place when ``cache`` has room reserved (:func:`vidpress.fast.reserve`,
     as ``VideoQA`` does by default); the stock dynamic layers copy their whole cache at every step.
+    ``on_device`` (for such a cache) runs the steps with their state on the device, as one CUDA graph on
+    CUDA (:mod:`vidpress.fast.graph_decode`); otherwise each step is the stock forward.
     """
     eos = adapter.eos_token_ids
+    first = int(first_logits.argmax(-1))
+    if on_device and supports_device_steps(adapter, cache) and first not in eos and max_new_tokens > 1:
+        return [first, *decode_on_device(adapter, cache, first, next_position, max_new_tokens - 1, eos)]
     tokens: list[int] = []
     logits = first_logits
     for step in range(max_new_tokens):

@@ -235,7 +235,7 @@ class VideoQA:
             backends = decode_attention(adapter.device) if self.fast_decode else contextlib.nullcontext()
             with timer("generate"), backends:
                 first_position = next_position(question_inputs, context.position_shift)
-                tokens = greedy_decode(adapter, logits, question_cache, first_position, max_new_tokens)
+                tokens = greedy_decode(adapter, logits, question_cache, first_position, max_new_tokens, on_device=self.fast_decode)
             stats = AnswerStats(
                 frames_sampled=frames_sampled,
                 frames_kept=len(kept_frames),

@@ -54,9 +54,12 @@ class BufferedLayer(DynamicLayer):
         self.value_buffer = values.new_empty(*values.shape[:-2], length + room, values.shape[-1])
         self.key_buffer[:, :, :length] = keys
         self.value_buffer[:, :, :length] = values
+        self.key_buffer[:, :, length:] = 0  # finite free slots: a masked attention over the whole buffer stays finite
+        self.value_buffer[:, :, length:] = 0
         self.dtype, self.device = keys.dtype, keys.device
         self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
         self.is_initialized = True
+        self.write_index: torch.Tensor | None = None  # [1] long on the device: static steps (see update)
 
     @property
     def capacity(self) -> int:
@@ -65,7 +68,17 @@ class BufferedLayer(DynamicLayer):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new entries [B, H_kv, q, D] after the prefix; return the prefix views [B, H_kv, S + q, D]."""
+        """Write the new entries [B, H_kv, q, D] after the prefix; return the prefix views [B, H_kv, S + q, D].
+
+        With ``write_index`` set (the static steps of :mod:`vidpress.fast.graph_decode`), write the one new
+        entry at that device-held slot instead and return the whole buffers [B, H_kv, capacity, D]: no host
+        value decides anything, so the step can be replayed as a CUDA graph; the prefix views are left as
+        they were until the steps end (``graph_decode`` sets them then).
+        """
+        if self.write_index is not None:
+            self.key_buffer.index_copy_(2, self.write_index, key_states)
+            self.value_buffer.index_copy_(2, self.write_index, value_states)
+            return self.key_buffer, self.value_buffer
         if self.keys.data_ptr() != self.key_buffer.data_ptr() or self.values.data_ptr() != self.value_buffer.data_ptr():
             raise RuntimeError("the layer's keys/values were replaced by tensors outside its buffers")
         start = self.keys.shape[-2]
