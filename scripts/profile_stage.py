@@ -1,12 +1,13 @@
-"""Where a stage's time goes: torch.profiler over VideoQA's LLM prefill or decoding on a benchmark architecture.
+"""Where a stage's time goes: torch.profiler over VideoQA's vision encoder, LLM prefill or decoding on a benchmark architecture.
 
     python scripts/profile_stage.py --arch qwen2_5_vl_7b --frames 1024 --press pivotkv --stage decode --tokens 16
     python scripts/profile_stage.py --arch qwen2_5_vl_7b --frames 1024 --press pivotkv --stage prefill
+    python scripts/profile_stage.py --arch qwen2_5_vl_7b --frames 1024 --stage encode
 
 Builds the architecture with random weights (vidpress.bench, nothing downloaded), answers one question on a
 synthetic 2 fps video, and profiles only the chosen stage: ``prefill`` (the LLM prefill, chunked and pruned by
-the presses) or ``decode`` (the greedy loop; with the step's byte floor at the chip's measured copy
-bandwidth). It prints the stage's wall time and the top operators by GPU time and by CPU time, so launch
+the presses), ``decode`` (the greedy loop; with the step's byte floor at the chip's measured copy
+bandwidth) or ``encode`` (the adapter's chunked vision encoder). It prints the stage's wall time and the top operators by GPU time and by CPU time, so launch
 overhead (CPU time well above GPU time) shows next to the kernels that bound the stage.
 """
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--press", action="append", help="press name (repeatable); none: no press")
     parser.add_argument("--press-arg", action="append", help="k=v or NAME.k=v, as on the vidpress command line")
-    parser.add_argument("--stage", choices=["prefill", "decode"], default="decode")
+    parser.add_argument("--stage", choices=["encode", "prefill", "decode"], default="decode")
     parser.add_argument("--tokens", type=int, default=16, help="new tokens to decode (a decode profile covers all of them)")
     parser.add_argument("--fast-decode", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--rows", type=int, default=20, help="operators listed per table")
@@ -47,8 +48,8 @@ def main() -> None:
     qa = pipeline.VideoQA(model, processor, fast_decode=args.fast_decode)
     presses = build_presses(args.press, args.press_arg)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    stage_name = {"prefill": "prefill", "decode": "greedy_decode"}[args.stage]
-    stage = getattr(pipeline, stage_name)
+    owner, stage_name = {"encode": (qa.adapter, "encode"), "prefill": (pipeline, "prefill"), "decode": (pipeline, "greedy_decode")}[args.stage]
+    stage = getattr(owner, stage_name)
     seen: dict = {}
 
     def profiled(*stage_args, **stage_kwargs):
@@ -67,15 +68,15 @@ def main() -> None:
         path = Path(folder) / "video.mp4"
         write_synthetic_video(path, args.frames, *arch.frame_size)
         qa.ask(str(path), "Warm up.", fps=FPS, max_frames=8, max_new_tokens=2)
-        setattr(pipeline, stage_name, profiled)
+        setattr(owner, stage_name, profiled)
         try:
             answer = qa.ask(str(path), "What happens?", press=presses, fps=FPS, max_frames=args.frames, max_new_tokens=args.tokens)
         finally:
-            setattr(pipeline, stage_name, stage)
+            setattr(owner, stage_name, stage)
 
     header = f"{args.arch}, {args.frames} frames, presses {args.press or []}, {answer.stats.llm_input_length} LLM tokens"
-    if args.stage == "prefill":
-        print(f"{header}: prefill {seen['seconds']:.2f} s (profiler on), KV entries per layer {answer.stats.kv_length_per_layer[0]}")
+    if args.stage != "decode":
+        print(f"{header}: {args.stage} {seen['seconds']:.2f} s (profiler on), KV entries per layer {answer.stats.kv_length_per_layer[0]}")
     else:
         steps = max(1, len(answer.token_ids) - 1)  # the first token comes from the prefill's logits
         floor_ms = 1000 * decode_step_bytes(model, answer.stats.kv_length_per_layer) / measure_peaks(device, dtype).bandwidth

@@ -1,4 +1,4 @@
-"""Prefill chunks through PyTorch's causal_lower_right bias (VideoQA(fast_prefill=True)): the stock path's numbers."""
+"""Prefill chunks through PyTorch's causal_lower_right bias (VideoQA(fast_prefill=True), the default): the stock path's numbers."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def test_lower_right_chunk_equals_the_masked_stock_attention(heads, kv_heads):
 def test_fast_prefill_gives_the_stock_tokens_and_cache(every_qa, family, name):
     qa, video = every_qa[family], make_video()
     press = PRESSES[name](qa.ask(video, QUESTION, max_new_tokens=1).stats.llm_input_length)
-    stock = qa.ask(video, QUESTION, press=press, max_new_tokens=8)
-    with mock.patch.object(qa, "fast_prefill", True), mock.patch.object(vidpress.attention, "lower_right_sdpa", wraps=lower_right_sdpa) as chunks:
+    with mock.patch.object(qa, "fast_prefill", False):  # the stock masked attention of a chunk
+        stock = qa.ask(video, QUESTION, press=press, max_new_tokens=8)
+    with mock.patch.object(vidpress.attention, "lower_right_sdpa", wraps=lower_right_sdpa) as chunks:
         fast = qa.ask(video, QUESTION, press=press, max_new_tokens=8)
     assert chunks.call_count > 0, "degenerate test: no chunk attended over a cache"
     assert fast.token_ids == stock.token_ids
@@ -47,7 +48,7 @@ def test_every_chunk_on_cuda_matches_the_masked_stock_attention(tiny_checkpoints
     from vidpress.presses import PivotKVPress
     from tests.test_retake import CHUNK
 
-    qa = VideoQA.from_pretrained(tiny_checkpoints["qwen2_5_vl"], device="cuda", fast_prefill=True)
+    qa = VideoQA.from_pretrained(tiny_checkpoints["qwen2_5_vl"], device="cuda")
     checked = []
 
     def compared(module, query, key, value, *, scaling):

@@ -9,7 +9,7 @@ Where every layer has the same length it passes everything through unchanged, so
 
 Chunks over a cache (the segments of a chunked prefill after the first) attend bottom-right causally
 with a mask, so the stock path repeats the KV heads (transformers' ``use_gqa_in_sdpa`` is False with a mask)
-and SDPA cannot use flash attention. Inside :func:`lower_right_chunks` (``VideoQA(fast_prefill=True)``; batch
+and SDPA cannot use flash attention. Inside :func:`lower_right_chunks` (``VideoQA(fast_prefill=True)``, the default; batch
 size 1 and no padding, as in vidpress's prefill) such a chunk runs SDPA with PyTorch's
 ``causal_lower_right`` bias instead: flash attention with native grouped-query heads where it applies, the
 same materialised mask elsewhere (bit for bit on the CPU, tested).

@@ -46,7 +46,7 @@ def bench_command(
     fast_decode: Annotated[bool, typer.Option("--fast-decode/--no-fast-decode", help="Reserved KV buffers for decoding in the vidpress rows.")] = True,
     fast_prefill: Annotated[
         bool, typer.Option("--fast-prefill/--no-fast-prefill", help="Prefill chunks through causal_lower_right in the vidpress rows.")
-    ] = False,
+    ] = True,
     fast_preprocess: Annotated[
         bool, typer.Option("--fast-preprocess/--no-fast-preprocess", help="The processor on the GPU in the vidpress rows.")
     ] = False,
@@ -54,12 +54,15 @@ def bench_command(
     stock_max_frames: Annotated[
         Optional[int], typer.Option(help="Skip the plain transformers rows above this many frames (they take minutes).")
     ] = None,
+    plain_max_frames: Annotated[
+        Optional[int], typer.Option(help="Skip the press-free vidpress rows above this many frames (hour-long videos: time the presses only).")
+    ] = None,
     output: Annotated[Path, typer.Option(help="Markdown file to write (this run replaces its own section).")] = Path("docs/benchmarks.md"),
     device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1, cpu (default: cuda if available).")] = None,
     video_dir: Annotated[Optional[Path], typer.Option(help="Keep the synthetic mp4 files here (default: a temporary folder).")] = None,
 ) -> None:
     """Time decode, vision, prefill, first token and decoding of plain transformers and of vidpress presses."""
-    from vidpress.bench import Settings, console_table, run_bench, write_markdown
+    from vidpress.bench import Settings, console_table, markdown_row, run_bench, write_markdown
 
     names = press or []
     presses = [(press_label(name, p), p) for name, p in zip(names, build_presses(names, press_arg))]
@@ -67,19 +70,22 @@ def bench_command(
     try:
         settings = Settings(
             archs=_split(arch), frames=_split(frames, int), presses=presses, max_new_tokens=max_new_tokens,
-            stock_max_frames=stock_max_frames, device=device, video_dir=video_dir, **{f"fast_{k}": v for k, v in fast.items()},
+            stock_max_frames=stock_max_frames, plain_max_frames=plain_max_frames, device=device, video_dir=video_dir,
+            **{f"fast_{k}": v for k, v in fast.items()},
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     console = Console()
-    result = run_bench(settings, progress=lambda row: console.log(f"{row.arch} {row.frames} frames {row.method}: {row.note or 'done'}"))
+    result = run_bench(settings, progress=lambda row: print(markdown_row(row), flush=True))  # rows survive a killed run
     console.print(console_table(result))
-    path = write_markdown(result, output, _command(arch, frames, names, press_arg, fast, max_new_tokens, stock_max_frames, output))
+    limits = {"stock": stock_max_frames, "plain": plain_max_frames}
+    path = write_markdown(result, output, _command(arch, frames, names, press_arg, fast, max_new_tokens, limits, output))
     console.print(f"wrote {path}")
 
 
-def _command(arch, frames, names, press_args, fast: dict[str, bool], max_new_tokens, stock_max_frames, output) -> str:
-    """The exact command line of this run, for the report (``fast``: each fast path's switch)."""
+def _command(arch, frames, names, press_args, fast: dict[str, bool], max_new_tokens, max_frames: dict[str, int | None], output) -> str:
+    """The exact command line of this run, for the report (``fast``: each fast path's switch; ``max_frames``:
+    the row limits given)."""
     words = ["vidpress", "bench", "--arch", arch, "--frames", frames]
     for name in names:
         words += ["--press", name]
@@ -87,6 +93,7 @@ def _command(arch, frames, names, press_args, fast: dict[str, bool], max_new_tok
         words += ["--press-arg", item]
     words += [f"--fast-{name}" if on else f"--no-fast-{name}" for name, on in fast.items()]
     words += ["--max-new-tokens", str(max_new_tokens)]
-    if stock_max_frames is not None:
-        words += ["--stock-max-frames", str(stock_max_frames)]
+    for rows, limit in max_frames.items():
+        if limit is not None:
+            words += [f"--{rows}-max-frames", str(limit)]
     return shlex.join([*words, "--output", str(output)])

@@ -69,13 +69,14 @@ class VideoQA:
         (vidpress.fast; same outputs as the stock per-window loop, several times faster on GPU). False keeps
         the stock encoder.
     fast_decode : decode into KV buffers reserved after the prefill (vidpress.fast.decode: each step writes
-        one entry per layer instead of copying the whole cache; same tokens), with flash attention first on
-        CUDA (no per-step cuDNN plan). False keeps the stock dynamic cache, which concatenates every layer's
-        whole cache at every step, and PyTorch's own attention backend.
+        one entry per layer instead of copying the whole cache; same tokens), each step's state on the device
+        and the steps replayed as one CUDA graph on CUDA (vidpress.fast.graph_decode). False keeps the stock
+        dynamic cache, which concatenates every layer's whole cache at every step, and the stock forward per
+        step (Qwen2.5-VL-7B at 2048 frames on an H200: 117 ms per token through ``generate``, 11.5 with this).
     fast_prefill : the chunks of a chunked prefill (KV presses) attend through PyTorch's
         ``causal_lower_right`` bias instead of a materialised mask with repeated KV heads (vidpress.attention:
-        flash attention with grouped-query heads on CUDA; bit for bit on the CPU). Off by default until measured
-        on a GPU.
+        flash attention with grouped-query heads on CUDA; bit for bit on the CPU). PivotKV's prefill of
+        Qwen2.5-VL-7B at 2048 frames on an H200: 25.5 s stock, 13.1 s with this. False keeps the stock mask.
     fast_preprocess : run the processor's resizing and normalisation on the model's device (the video
         processor's ``device`` argument). Off by default: on an H200 the GPU resize moved a few pixels of
         Qwen2-VL / Qwen2.5-VL inputs by one grey level (0.1 % of values) and those of Qwen3-VL, LLaVA-OneVision
@@ -91,7 +92,7 @@ class VideoQA:
         encode_chunk_frames: int | None = None,
         fast_vision: bool = True,
         fast_decode: bool = True,
-        fast_prefill: bool = False,
+        fast_prefill: bool = True,
         fast_preprocess: bool = False,
     ):
         self.adapter: VideoAdapter = adapter_for(model, processor)
@@ -116,7 +117,7 @@ class VideoQA:
         attn_implementation: str = "sdpa",
         fast_vision: bool = True,
         fast_decode: bool = True,
-        fast_prefill: bool = False,
+        fast_prefill: bool = True,
         fast_preprocess: bool = False,
         **kwargs,
     ) -> VideoQA:

@@ -3,7 +3,7 @@
 from vidpress.bench.archs import ARCHS, Arch, build_model, get_arch
 from vidpress.bench.floors import decode_step_bytes, kv_bytes, prefill_flops, vision_flops
 from vidpress.bench.peaks import Peaks, measure_peaks
-from vidpress.bench.report import console_table, markdown_section, write_markdown
+from vidpress.bench.report import console_table, markdown_row, markdown_section, write_markdown
 from vidpress.bench.runner import Result, Row, Settings, run_bench
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Settings",
     "build_model",
     "console_table",
+    "markdown_row",
     "decode_step_bytes",
     "get_arch",
     "kv_bytes",

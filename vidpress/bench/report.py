@@ -60,6 +60,11 @@ def row_cells(row: Row) -> list[str]:
     ]
 
 
+def markdown_row(row: Row) -> str:
+    """The row as one line of the markdown table."""
+    return "| " + " | ".join(cell.replace("|", "/") for cell in row_cells(row)) + " |"
+
+
 def console_table(result: Result) -> Table:
     """A rich table of the run, titled with the device and its measured peaks."""
     table = Table(*COLUMNS, title=_peaks_line(result))
@@ -89,7 +94,7 @@ def markdown_section(result: Result, command: str) -> str:
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(cell.replace("|", "/") for cell in row_cells(row)) + " |" for row in result.rows),
+        *(markdown_row(row) for row in result.rows),
         f"<!-- /bench:{key} -->",
     ]
     return "\n".join(lines) + "\n"

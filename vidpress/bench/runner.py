@@ -61,6 +61,7 @@ class Settings:
         it on the CPU, transformers' default).
     max_new_tokens : greedy tokens per answer (decode ms/token is averaged over them).
     stock_max_frames : skip the transformers row above this many frames (None: never skip).
+    plain_max_frames : skip the press-free vidpress row above this many frames (None: never skip).
     device : "cuda", "cpu"... (None: CUDA when available).
     video_dir : where the synthetic mp4 files are written once (None: a temporary folder).
     """
@@ -70,10 +71,11 @@ class Settings:
     presses: Sequence[tuple[str, Press]] = ()
     fast_vision: bool = True
     fast_decode: bool = True
-    fast_prefill: bool = False
+    fast_prefill: bool = True
     fast_preprocess: bool = False
     max_new_tokens: int = 32
     stock_max_frames: int | None = None
+    plain_max_frames: int | None = None
     device: str | None = None
     video_dir: Path | None = None
 
@@ -319,10 +321,11 @@ class ArchBench:
                 if settings.stock_max_frames is None or frames <= settings.stock_max_frames:
                     stock = self._guarded(frames, STOCK, lambda: self.stock(path, frames, tokens))
                     yield stock
-                plain = self._guarded(frames, VIDPRESS, lambda: self.vidpress(path, frames, None, tokens))
-                if stock is not None and stock.ok and plain.ok:
-                    plain.same_tokens_as_stock = plain.token_ids == stock.token_ids
-                yield plain
+                if settings.plain_max_frames is None or frames <= settings.plain_max_frames:
+                    plain = self._guarded(frames, VIDPRESS, lambda: self.vidpress(path, frames, None, tokens))
+                    if stock is not None and stock.ok and plain.ok:
+                        plain.same_tokens_as_stock = plain.token_ids == stock.token_ids
+                    yield plain
                 for label, press in settings.presses:
                     method = f"{VIDPRESS} + {label}"
                     yield self._guarded(frames, method, lambda: self.vidpress(path, frames, press, tokens, method))
