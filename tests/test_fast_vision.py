@@ -9,6 +9,7 @@ import torch
 import transformers as tf
 
 from vidpress.fast import NAME, disable_fast_vision, enable_fast_vision, fast_vision, packed_sdpa, segment_groups
+from vidpress.fast.vision import groups_of
 from vidpress.tiny import build_config, build_tiny, build_tokenizer
 from tests.helpers import random_frames
 
@@ -72,6 +73,9 @@ def test_windowed_encoder_makes_one_call_per_window_length(encoders):
     windows_per_unit = 2 * 2
     assert stock_calls == 2 * (2 * windows_per_unit) + 2 * 2  # 2 windowed blocks, 2 full blocks (per unit)
     assert fast_calls == 2 * 4 + 2 * 1
+    with fast_vision(model), mock.patch("vidpress.fast.vision.segment_groups", wraps=segment_groups) as grouping:
+        video_features(model, [[2, 10, 14]])
+    assert grouping.call_count == 2  # once for the windows, once for the units: not once per block
 
 
 def test_segment_groups_gathers_equal_lengths():
@@ -142,3 +146,18 @@ def test_generate_with_fast_vision_gives_the_same_tokens(tiny_qa):
     expected = stock_generate(qa, video, QUESTION, 8)
     with fast_vision(qa.model):
         assert stock_generate(qa, video, QUESTION, 8) == expected
+
+
+def test_groups_are_remembered_per_boundary_tensor():
+    """The same boundary tensor is grouped once (a tower passes it to every block); an in-place edit or
+    another tensor is grouped again."""
+    boundaries = torch.tensor([0, 3, 5, 8])
+    with mock.patch("vidpress.fast.vision.segment_groups", wraps=segment_groups) as grouping:
+        first = groups_of(boundaries, boundaries.device)
+        assert groups_of(boundaries, boundaries.device) is first
+        boundaries[3] = 9
+        edited = groups_of(boundaries, boundaries.device)
+        other = groups_of(torch.tensor([0, 3, 5, 8]), boundaries.device)
+    assert grouping.call_count == 3
+    assert [g.tolist() for g in edited] == [[[3, 4]], [[0, 1, 2]], [[5, 6, 7, 8]]]
+    assert [g.tolist() for g in other] == [g.tolist() for g in first]

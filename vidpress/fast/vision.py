@@ -24,6 +24,7 @@ Faithful form: the stock encoder (``disable_fast_vision`` or never enabling it).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -62,6 +63,28 @@ def segment_groups(cu_seqlens: torch.Tensor) -> list[torch.Tensor]:
     return groups
 
 
+_RECENT_GROUPS: OrderedDict[int, tuple[torch.Tensor, int, torch.device, list[torch.Tensor]]] = OrderedDict()
+RECENT_GROUPS = 4
+
+
+def groups_of(cu_seqlens: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """:func:`segment_groups` of ``cu_seqlens`` on ``device``, remembered for the last few tensors passed.
+
+    A tower passes the same boundary tensors (its windows, its whole units) to every block of one forward,
+    and grouping reads them on the host (a GPU synchronisation per block otherwise: 32 a chunk for
+    Qwen2.5-VL). A tensor is recognised by identity and version (in-place edits are seen); the remembered
+    tensors are held, so their ids are not reused.
+    """
+    entry = _RECENT_GROUPS.get(id(cu_seqlens))
+    if entry is not None and entry[0] is cu_seqlens and entry[1:3] == (cu_seqlens._version, device):
+        return entry[3]
+    groups = segment_groups(cu_seqlens.to(device))
+    _RECENT_GROUPS[id(cu_seqlens)] = (cu_seqlens, cu_seqlens._version, device, groups)
+    while len(_RECENT_GROUPS) > RECENT_GROUPS:
+        _RECENT_GROUPS.popitem(last=False)
+    return groups
+
+
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs) -> torch.Tensor:
     """SDPA on [G, H, L, D] batches of at most :data:`MAX_SEGMENTS_PER_CALL` segments (CUDA grid limits)."""
     if query.shape[0] <= MAX_SEGMENTS_PER_CALL:
@@ -93,7 +116,7 @@ def packed_sdpa(
     """
     tokens = [t[0].transpose(0, 1) for t in (query, key, value)]  # [S, H, D] views
     seq_len, heads = tokens[0].shape[:2]
-    groups = segment_groups(cu_seqlens.to(query.device))
+    groups = groups_of(cu_seqlens, query.device)
     options = dict(scale=scale, dropout_p=dropout_p)
     if len(groups) == 1 and groups[0].numel() == seq_len:  # equal segments tile the sequence: no gather
         count, length = groups[0].shape
