@@ -117,16 +117,14 @@ class DeviceStep:
                 layer.keys, layer.values = layer.key_buffer[:, :, :length], layer.value_buffer[:, :, :length]
 
 
-def decode_on_device(
-    adapter: VideoAdapter, cache: Cache, token: int, position: int, steps: int, stop: set[int], *, graph: bool | None = None
-) -> list[int]:
+def decode_on_device(adapter: VideoAdapter, cache: Cache, token: int, position: int, steps: int, stop: set[int]) -> list[int]:
     """Up to ``steps`` greedy tokens after ``token`` (fed at ``position``), ending after one in ``stop``.
 
-    ``graph`` (default: on CUDA) captures the step as a CUDA graph after its first, eager run and replays it;
-    if capturing fails the steps run eagerly, with a warning.
+    On CUDA the step is captured as a CUDA graph after its first, eager run and replayed (if capturing fails,
+    the steps run eagerly, with a warning); elsewhere every step runs eagerly.
     """
     step = DeviceStep(adapter, cache, token, position)
-    graph = adapter.device.type == "cuda" if graph is None else graph
+    graph = adapter.device.type == "cuda"
     run = step
     tokens: list[int] = []
     with step.writing_on_device():
