@@ -10,7 +10,7 @@ import torch
 
 from vidpress import VideoQA
 from vidpress.fast import reserve
-from vidpress.fast.graph_decode import DeviceStep, attend_valid_prefix
+from vidpress.fast.graph_decode import DeviceStep, attend_valid_prefix, supports_device_steps
 from vidpress.generation import greedy_decode, next_position, prefill, segment_bounds
 from vidpress.presses import AdaReTaKePress, LPCompPress
 from vidpress.presses.base import PressContext
@@ -89,3 +89,16 @@ def test_cuda_graph_replays_give_the_eager_steps_tokens(tiny_checkpoints, family
         assert graphed == greedy_decode(qa.adapter, logits, stock_cache, position, STEPS)
     for layer, eager_layer in zip(cache.layers, eager_cache.layers):
         assert torch.equal(layer.keys, eager_layer.keys)
+
+
+def test_unsupported_caches_fall_back_to_the_stock_step(every_qa):
+    """Unbuffered layers, or buffers on another device than the model's, fall back to the stock step."""
+    qa = every_qa["qwen2_5_vl"]
+    logits, cache, position = prefilled(qa)
+    with mock.patch.object(DeviceStep, "__call__") as steps:
+        greedy_decode(qa.adapter, logits, cache, position, 3, on_device=True)
+        reserve(cache, 3)
+        with mock.patch.object(type(qa.adapter), "device", new=torch.device("meta")):
+            assert not supports_device_steps(qa.adapter, cache)
+    assert steps.call_count == 0
+    assert supports_device_steps(qa.adapter, cache)

@@ -34,9 +34,12 @@ FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def supports_device_steps(adapter: VideoAdapter, cache: Cache) -> bool:
-    """True when every cache layer is a :class:`BufferedLayer` and the LLM attends through ``vidpress_sdpa``."""
+    """True when the LLM attends through ``vidpress_sdpa`` and every cache layer is a :class:`BufferedLayer` on
+    the model's device (a model split over several devices decodes with the stock forward per step)."""
     attention = adapter.text_config._attn_implementation
-    return attention == PER_LAYER_SDPA and all(type(layer) is BufferedLayer for layer in cache.layers)
+    return attention == PER_LAYER_SDPA and all(
+        type(layer) is BufferedLayer and layer.key_buffer.device == adapter.device for layer in cache.layers
+    )
 
 
 def attend_valid_prefix(
