@@ -123,11 +123,11 @@ class DeviceStep:
 def decode_on_device(adapter: VideoAdapter, cache: Cache, token: int, position: int, steps: int, stop: set[int]) -> list[int]:
     """Up to ``steps`` greedy tokens after ``token`` (fed at ``position``), ending after one in ``stop``.
 
-    On CUDA the step is captured as a CUDA graph after its first, eager run and replayed (if capturing fails,
-    the steps run eagerly, with a warning); elsewhere every step runs eagerly.
+    On CUDA, when there is more than one step, the step is captured as a CUDA graph after its first, eager run
+    and replayed (if capturing fails, the steps run eagerly, with a warning); elsewhere every step runs eagerly.
     """
     step = DeviceStep(adapter, cache, token, position)
-    graph = adapter.device.type == "cuda"
+    graph = adapter.device.type == "cuda" and steps > 1
     run = step
     tokens: list[int] = []
     with step.writing_on_device():
