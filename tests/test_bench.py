@@ -64,19 +64,41 @@ def test_prefill_flops_and_kv_bytes_match_a_real_prefill():
 
 
 def test_prefill_flops_per_layer_match_an_lpcomp_prefill(tiny_qa):
-    """LP-Comp's floor counts each decoder layer's own tokens: it matches the FLOPs of a real LP-Comp prefill."""
+    """The prefill's counted work has each decoder layer's own tokens under LP-Comp: its FLOPs match those of
+    a real LP-Comp prefill."""
     from tests.test_pipeline import QUESTION, make_video
     from vidpress.presses.lpcomp import LPCompPress
 
     qa, video, press = tiny_qa["qwen2_5_vl"], make_video(8), LPCompPress(tokens_per_frame=None)
     vision = counted_flops(lambda: qa.adapter.encode(qa.adapter.prepare(video, QUESTION)))
     answered = counted_flops(lambda: qa.ask(video, QUESTION, press=press, max_new_tokens=1))  # encode + prefill
-    per_layer = qa.ask(video, QUESTION, press=press, max_new_tokens=1).stats.press["lpcomp_tokens_per_layer"]
+    stats = qa.ask(video, QUESTION, press=press, max_new_tokens=1).stats
+    per_layer = stats.prefill_tokens_per_layer
+    assert per_layer == stats.press["lpcomp_tokens_per_layer"]
     assert len(set(per_layer)) > 1, "degenerate test: LP-Comp thinned nothing"
     assert prefill_flops(qa.model, per_layer, causal=False) == pytest.approx(answered - vision, rel=0.02)
+    assert prefill_flops(qa.model, per_layer, pairs=stats.prefill_pairs_per_layer) == prefill_flops(qa.model, per_layer)
     assert prefill_flops(qa.model, per_layer) < prefill_flops(qa.model, per_layer[0])
     with pytest.raises(ValueError, match="per-layer"):
         prefill_flops(qa.model, per_layer[:-1])
+
+
+def test_prefill_work_is_counted_as_it_runs(tiny_qa):
+    """One causal pass without a press: n tokens and n (n + 1) / 2 pairs in every layer. PivotKV's chunks take
+    the same tokens but score fewer pairs (each chunk attends to the entries kept before it), chunk by chunk."""
+    from tests.test_retake import CHUNK, QUESTION, make_video
+    from vidpress.presses import PivotKVPress
+
+    qa, video = tiny_qa["qwen2_5_vl"], make_video()
+    plain = qa.ask(video, QUESTION, max_new_tokens=1).stats
+    layers = len(plain.kv_length_per_layer)
+    n = plain.llm_input_length
+    assert plain.prefill_tokens_per_layer == [n] * layers
+    assert plain.prefill_pairs_per_layer == [n * (n + 1) // 2] * layers
+    pruned = qa.ask(video, QUESTION, press=PivotKVPress(ratio=0.4, chunk_frames=CHUNK), max_new_tokens=1).stats
+    assert pruned.prefill_tokens_per_layer == [n] * layers
+    assert all(0 < pairs < n * (n + 1) // 2 for pairs in pruned.prefill_pairs_per_layer)
+    assert prefill_flops(qa.model, n, pairs=pruned.prefill_pairs_per_layer) < prefill_flops(qa.model, n)
 
 
 @pytest.mark.parametrize("name, params, vision_params", [("qwen2_5_vl_7b", 8.29e9, 0.677e9), ("qwen3_vl_8b", 8.77e9, 0.576e9)])

@@ -14,6 +14,10 @@ size 1 and no padding, as in vidpress's prefill) such a chunk runs SDPA with PyT
 ``causal_lower_right`` bias instead: flash attention with native grouped-query heads where it applies, the
 same materialised mask elsewhere (bit for bit on the CPU, tested).
 
+Inside :func:`counting_work`, every call records its layer's query tokens and query-key pairs
+(:class:`AttentionWork`): what a prefill really computed, chunked, pruned or thinned by the presses (the
+benchmark's prefill FLOPs).
+
 One-token steps inside :func:`step_attention` attend through the function it was given instead: the static
 decode steps of :mod:`vidpress.fast.graph_decode`, whose cache layers return whole buffers and whose
 valid lengths live on the device.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +41,35 @@ from transformers.masking_utils import sdpa_mask
 NAME = "vidpress_sdpa"
 StepAttention = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor]
 _PLAIN_CAUSAL = contextvars.ContextVar("vidpress_plain_causal", default=False)
+_WORK: contextvars.ContextVar[AttentionWork | None] = contextvars.ContextVar("vidpress_attention_work", default=None)
 _STEP_ATTENTION: contextvars.ContextVar[StepAttention | None] = contextvars.ContextVar("vidpress_step_attention", default=None)
+
+
+@dataclass
+class AttentionWork:
+    """Per decoder layer (list index), the query tokens its attention calls took and the query-key pairs they
+    scored. A call of q queries over k keys with the bottom-right causal mask scores q * k - q * (q - 1) / 2
+    pairs (query i sees keys 0 .. k - q + i)."""
+
+    tokens: list[int] = field(default_factory=list)
+    pairs: list[int] = field(default_factory=list)
+
+    def add(self, layer: int, queries: int, keys: int) -> None:
+        missing = layer + 1 - len(self.tokens)
+        self.tokens += [0] * missing
+        self.pairs += [0] * missing
+        self.tokens[layer] += queries
+        self.pairs[layer] += queries * keys - queries * (queries - 1) // 2
+
+
+@contextmanager
+def counting_work(work: AttentionWork) -> Iterator[AttentionWork]:
+    """Inside, the LLM's attention calls (``vidpress_sdpa``) add what they compute to ``work``."""
+    token = _WORK.set(work)
+    try:
+        yield work
+    finally:
+        _WORK.reset(token)
 
 
 def bottom_right_causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
@@ -55,6 +88,9 @@ def per_layer_sdpa(
 ) -> tuple[torch.Tensor, None]:
     """Stock SDPA attention with a causal mask that fits this layer's key length."""
     query_length, key_length = query.shape[2], key.shape[2]
+    work = _WORK.get()
+    if work is not None:
+        work.add(module.layer_idx, query_length, key_length)
     step = _STEP_ATTENTION.get()
     if step is not None and query_length == 1:
         return step(module, query, key, value, kwargs.get("scaling")), None

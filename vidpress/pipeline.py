@@ -20,7 +20,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 from transformers.cache_utils import Cache
 
 from vidpress.adapters import EncodedVideo, LLMInputs, VideoAdapter, adapter_for
-from vidpress.attention import lower_right_chunks, use_per_layer_sdpa
+from vidpress.attention import AttentionWork, counting_work, lower_right_chunks, use_per_layer_sdpa
 from vidpress.fast import decode_attention, enable_fast_vision, reserve
 from vidpress.generation import greedy_decode, next_position, prefill, segment_bounds
 from vidpress.presses.base import Press, PressContext, as_press_list
@@ -41,6 +41,8 @@ class AnswerStats:
     visual_tokens_after: int = 0
     llm_input_length: int = 0
     kv_length_per_layer: list[int] = field(default_factory=list)
+    prefill_tokens_per_layer: list[int] = field(default_factory=list)  # query tokens each layer's prefill attention took
+    prefill_pairs_per_layer: list[int] = field(default_factory=list)  # query-key pairs it scored (vidpress.attention)
     seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_gib: float = 0.0
     press: dict = field(default_factory=dict)
@@ -217,7 +219,8 @@ class VideoQA:
         )
         shared = segments if len(questions) == 1 else segments[:-1]
         cache = adapter.new_cache()
-        with timer("prefill"), self._chunk_attention():
+        work = AttentionWork()
+        with timer("prefill"), self._prefill_attention(work):
             logits = prefill(adapter, inputs, cache, shared, presses, context)
 
         answers = []
@@ -230,7 +233,7 @@ class VideoQA:
                 room = len(question_inputs) - start + max_new_tokens
                 question_cache = self._decode_cache(cache, room, shared=index < len(prompts) - 1)
             if start < len(question_inputs):
-                with timer("prefill"), self._chunk_attention():
+                with timer("prefill"), self._prefill_attention(work):
                     logits = prefill(adapter, question_inputs, question_cache, [(start, len(question_inputs), False)], presses, context)
             kv_lengths = [question_cache.get_seq_length(layer) for layer in range(len(question_cache.layers))]
             backends = decode_attention(adapter.device) if self.fast_decode else contextlib.nullcontext()
@@ -245,6 +248,8 @@ class VideoQA:
                 visual_tokens_after=int(keep.sum()),
                 llm_input_length=len(question_inputs),
                 kv_length_per_layer=kv_lengths,
+                prefill_tokens_per_layer=list(work.tokens),
+                prefill_pairs_per_layer=list(work.pairs),
                 seconds=dict(timer.seconds),
                 peak_memory_gib=_peak_memory_gib(adapter.device),
                 press={type(p).__name__: asdict(p) for p in presses} | context.stats,
@@ -254,9 +259,12 @@ class VideoQA:
         return answers
 
     # -- helpers ---------------------------------------------------------------------------------------
-    def _chunk_attention(self) -> contextlib.AbstractContextManager:
-        """The attention of prefill chunks over a cache: ``causal_lower_right`` with ``fast_prefill``, else stock."""
-        return lower_right_chunks() if self.fast_prefill else contextlib.nullcontext()
+    @contextmanager
+    def _prefill_attention(self, work: AttentionWork) -> Iterator[None]:
+        """The prefill's attention: counted into ``work``; chunks over a cache through ``causal_lower_right``
+        with ``fast_prefill``, else stock."""
+        with counting_work(work), lower_right_chunks() if self.fast_prefill else contextlib.nullcontext():
+            yield
 
     def _decode_cache(self, cache: Cache, room: int, *, shared: bool) -> Cache:
         """The cache to prefill a question into and decode from: ``cache`` itself, or a copy when it is

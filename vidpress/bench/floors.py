@@ -4,10 +4,11 @@
   blocks and the patch embedding, merged tokens in the mergers, Qwen3-VL's deepstack mergers included),
   plus attention 4 * width * sum(segment length^2) per block, the segments being the temporal units
   (full-attention blocks) or Qwen2.5-VL's windows. Matches ``torch.utils.flop_counter`` on the stock tower.
-- LLM prefill: 2 * tokens * (decoder linear weights) + causal attention 2 * tokens^2 * (query width) per
-  layer + the LM head for the last token, with each layer's own token count when LP-Comp thins the video
-  inside the decoder. A chunked or KV-compressed prefill does less attention work than this full-causal
-  count; the floor is for the tokens the LLM receives.
+- LLM prefill: per decoder layer 2 * tokens * (its linear weights) + 4 * (query width) per query-key pair
+  its attention scores, + the LM head for the last token. For a vidpress answer both counts are those the
+  prefill ran, layer by layer (``AnswerStats.prefill_tokens_per_layer`` / ``prefill_pairs_per_layer``:
+  LP-Comp's thinned layers, PivotKV's chunks over the entries it kept, AdaReTaKe's scoring passes); for
+  ``generate`` the prompt's tokens in one causal pass.
 - decode step: read every LLM weight once (the embedding table excepted: one row) and the whole KV cache.
 """
 
@@ -61,18 +62,26 @@ def _decoder_linear_weights(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in layers.modules() if isinstance(m, nn.Linear))
 
 
-def prefill_flops(model: nn.Module, tokens: int | Sequence[int], *, causal: bool = True) -> float:
-    """FLOPs of an LLM prefill of ``tokens`` tokens returning the last token's logits (``causal=False``:
-    the full score matrix, as a dense count does). A sequence gives the tokens each decoder layer sees
-    (LP-Comp thins the video from layer to layer)."""
+def prefill_flops(
+    model: nn.Module, tokens: int | Sequence[int], *, pairs: Sequence[int] | None = None, causal: bool = True
+) -> float:
+    """FLOPs of an LLM prefill returning the last token's logits.
+
+    ``tokens``: the query tokens, one count or one per decoder layer (LP-Comp thins the video from layer to
+    layer). ``pairs``: the query-key pairs each layer's attention scored (chunked and pruned prefills score
+    fewer); by default each layer's tokens in one causal pass, n (n + 1) / 2, or with ``causal=False`` the
+    full score matrix n^2, as a dense count (torch's FLOP counter) does.
+    """
     text = model.config.get_text_config()
     layers = text.num_hidden_layers
     per_layer = [tokens] * layers if isinstance(tokens, int) else list(tokens)
-    if len(per_layer) != layers:
-        raise ValueError(f"{len(per_layer)} per-layer token counts for {layers} decoder layers")
+    if pairs is None:
+        pairs = [n * (n + 1) // 2 if causal else n * n for n in per_layer]
+    if not len(per_layer) == len(pairs) == layers:
+        raise ValueError(f"{len(per_layer)} per-layer token counts and {len(pairs)} pair counts for {layers} decoder layers")
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     query_width = text.num_attention_heads * head_dim
-    attention = (2 if causal else 4) * sum(n**2 for n in per_layer) * query_width
+    attention = 4 * sum(pairs) * query_width
     linear = 2.0 * sum(per_layer) * _decoder_linear_weights(model) / layers
     return linear + attention + 2 * model.lm_head.weight.numel()
 

@@ -102,7 +102,7 @@ class Row:
     vision_s: float = 0.0
     select_s: float = 0.0  # token-stage presses: QC-Comp's scoring passes, DPSelect, ToMe, building the LLM inputs
     prefill_s: float = 0.0  # the LLM only
-    prefill_tflop: float = 0.0  # the prefill's FLOP floor (LP-Comp: each layer's own token count)
+    prefill_tflop: float = 0.0  # the prefill's FLOPs: each layer's own tokens and query-key pairs
     first_token_s: float = 0.0  # preprocess + vision + select + prefill
     ms_per_token: float | None = None
     peak_gib: float = 0.0
@@ -280,13 +280,14 @@ class ArchBench:
             ms_per_token=_per_token_ms(seconds["generate"], len(answer.token_ids)),
             peak_gib=max(clock.peak_bytes, stats.peak_memory_gib * 2**30) / 2**30,
             new_tokens=len(answer.token_ids), token_ids=answer.token_ids,
-            **self._floors(stats.press.get("lpcomp_tokens_per_layer", stats.llm_input_length), stats.kv_length_per_layer),
+            **self._floors(stats.prefill_tokens_per_layer, stats.kv_length_per_layer, stats.prefill_pairs_per_layer),
         )
 
-    def _floors(self, prefill_tokens: int | list[int], kv_lengths: list[int] | int) -> dict:
-        """The KV size and the stage floors of a row (``prefill_tokens``: per decoder layer, or one count)."""
+    def _floors(self, prefill_tokens: int | list[int], kv_lengths: list[int] | int, pairs: list[int] | None = None) -> dict:
+        """The KV size and the stage floors of a row (``prefill_tokens``: per decoder layer, or one count;
+        ``pairs``: the query-key pairs each layer scored, default one causal pass)."""
         model, peaks = self.qa.model, self.peaks
-        flops = prefill_flops(model, prefill_tokens)
+        flops = prefill_flops(model, prefill_tokens, pairs=pairs)
         return dict(
             kv_gib=kv_bytes(model, kv_lengths) / 2**30,
             vision_floor_s=self.clock.flops / peaks.flops,
