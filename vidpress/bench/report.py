@@ -21,8 +21,9 @@ decoding. `transformers` rows are plain `model.generate` (stock SDPA); `vidpress
 Stage columns: file decode, preprocess (the HF processor, on the CPU unless `--fast-preprocess` puts it on
 the GPU in vidpress rows; the prompt; vidpress's positions), vision encoder, select (the
 token-stage presses: QC-Comp's scoring passes, DPSelect, ToMe), LLM prefill (with its FLOPs in TFLOP: each
-decoder layer's own tokens and the query-key pairs its attention scored, as the prefill ran them), first token (preprocess + vision + select + prefill), decode ms/token over the answer's "new tokens"
-(one-off costs after the first token, such as reserving KV room, weigh more when there are few). "% peak" is the stage's
+decoder layer's own tokens and the query-key pairs its attention scored, as the prefill ran them), first
+token (preprocess + vision + select + prefill), decode ms/token over the answer's "new tokens" (one-off
+costs after the first token, such as reserving KV room, weigh more when there are few). "% peak" is the stage's
 floor (FLOPs for vision and prefill, bytes read for a decode step; see `vidpress/bench/floors.py`) over its
 measured time, against the peaks measured at the start of the run. "= stock": the vidpress answer's tokens
 equal `model.generate`'s (bf16 on GPU may flip a near-tie; the CPU tests check exactness in float32).
