@@ -11,27 +11,18 @@ import torch
 from vidpress import VideoQA
 from vidpress.fast import reserve
 from vidpress.fast.graph_decode import DeviceStep, attend_valid_prefix, supports_device_steps
-from vidpress.generation import greedy_decode, next_position, prefill, segment_bounds
+from vidpress.generation import greedy_decode, next_position
 from vidpress.presses import AdaReTaKePress, LPCompPress
-from vidpress.presses.base import PressContext
 from tests.test_fast_decode import ALL_FAMILIES
-from tests.test_retake import CHUNK, QUESTION, make_video
+from tests.test_retake import CHUNK, run_prefill
 
 STEPS = 8
 
 
 def prefilled(qa: VideoQA, press=None):
-    """(first logits [1, V], cache, next position) of QUESTION on the test video, prefilled with ``press``."""
-    adapter = qa.adapter
-    encoded = adapter.encode(adapter.prepare(make_video(), QUESTION))
-    inputs = adapter.build_inputs(encoded)
-    context = PressContext(adapter=adapter, question=QUESTION, encoded=encoded, inputs=inputs)
-    presses = [press] if press else []
-    segments = segment_bounds(encoded, inputs, press.chunk_frames if press else None, adapter.temporal_patch_size)
-    cache = adapter.new_cache()
-    with torch.no_grad():
-        logits = prefill(adapter, inputs, cache, segments, presses, context)
-    return logits, cache, next_position(inputs, context.position_shift)
+    """(first logits [1, V], cache, next position) of the test video and question, prefilled with ``press``."""
+    run = run_prefill(qa, [press] if press else [])
+    return run.logits, run.cache, next_position(run.inputs, run.context.position_shift)
 
 
 @pytest.mark.parametrize("press", [None, "adaretake", "lpcomp"])
