@@ -42,7 +42,12 @@ def bench_command(
     frames: Annotated[str, typer.Option(help="Comma-separated frame counts (2 fps, 448 px long side).")] = DEFAULT_FRAMES,
     press: Annotated[Optional[list[str]], typer.Option("--press", help="A press to time as its own row (repeatable).")] = None,
     press_arg: PressArgOption = None,
-    fast_vision: Annotated[bool, typer.Option("--fast-vision/--no-fast-vision", help="Batched vision attention in the vidpress rows.")] = True,
+    fast_vision: Annotated[
+        bool, typer.Option("--fast-vision/--no-fast-vision", help="Batched vision attention and aligned MLPs in the vidpress rows.")
+    ] = True,
+    compile_vision: Annotated[
+        bool, typer.Option("--compile-vision/--no-compile-vision", help="torch.compile the vision blocks of the vidpress rows.")
+    ] = False,
     fast_decode: Annotated[bool, typer.Option("--fast-decode/--no-fast-decode", help="Reserved KV buffers for decoding in the vidpress rows.")] = True,
     fast_prefill: Annotated[
         bool, typer.Option("--fast-prefill/--no-fast-prefill", help="Prefill chunks through causal_lower_right in the vidpress rows.")
@@ -67,11 +72,12 @@ def bench_command(
     names = press or []
     presses = [(press_label(name, p), p) for name, p in zip(names, build_presses(names, press_arg))]
     fast = {"vision": fast_vision, "decode": fast_decode, "prefill": fast_prefill, "preprocess": fast_preprocess}
+    switches = {f"--fast-{name}": on for name, on in fast.items()} | {"--compile-vision": compile_vision}
     try:
         settings = Settings(
             archs=_split(arch), frames=_split(frames, int), presses=presses, max_new_tokens=max_new_tokens,
             stock_max_frames=stock_max_frames, plain_max_frames=plain_max_frames, device=device, video_dir=video_dir,
-            **{f"fast_{k}": v for k, v in fast.items()},
+            compile_vision=compile_vision, **{f"fast_{k}": v for k, v in fast.items()},
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
@@ -79,19 +85,19 @@ def bench_command(
     result = run_bench(settings, progress=lambda row: print(markdown_row(row), flush=True))  # rows survive a killed run
     console.print(console_table(result))
     limits = {"stock": stock_max_frames, "plain": plain_max_frames}
-    path = write_markdown(result, output, _command(arch, frames, names, press_arg, fast, max_new_tokens, limits, output))
+    path = write_markdown(result, output, _command(arch, frames, names, press_arg, switches, max_new_tokens, limits, output))
     console.print(f"wrote {path}")
 
 
-def _command(arch, frames, names, press_args, fast: dict[str, bool], max_new_tokens, max_frames: dict[str, int | None], output) -> str:
-    """The exact command line of this run, for the report (``fast``: each fast path's switch; ``max_frames``:
-    the row limits given)."""
+def _command(arch, frames, names, press_args, switches: dict[str, bool], max_new_tokens, max_frames: dict[str, int | None], output) -> str:
+    """The exact command line of this run, for the report (``switches``: each on/off flag by its ``--name``;
+    ``max_frames``: the row limits given)."""
     words = ["vidpress", "bench", "--arch", arch, "--frames", frames]
     for name in names:
         words += ["--press", name]
     for item in press_args or []:
         words += ["--press-arg", item]
-    words += [f"--fast-{name}" if on else f"--no-fast-{name}" for name, on in fast.items()]
+    words += [flag if on else flag.replace("--", "--no-", 1) for flag, on in switches.items()]
     words += ["--max-new-tokens", str(max_new_tokens)]
     for rows, limit in max_frames.items():
         if limit is not None:

@@ -53,7 +53,8 @@ def ask(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
     device: Annotated[Optional[str], typer.Option(help="cuda, cpu, cuda:1 ... (default: cuda if available).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16, float32 (default: bf16 on GPU).")] = None,
-    fast_vision: Annotated[bool, typer.Option(help="Batched vision attention (same outputs as stock).")] = True,
+    fast_vision: Annotated[bool, typer.Option(help="Batched vision attention, aligned MLPs (stock outputs up to rounding).")] = True,
+    compile_vision: Annotated[bool, typer.Option(help="torch.compile the vision blocks (pays on long videos).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Ask QUESTION about VIDEO with MODEL, optionally compressing with presses."""
@@ -61,7 +62,7 @@ def ask(
     from vidpress.video import VideoError
 
     presses = build_presses(press, press_arg)
-    qa = VideoQA.from_pretrained(model, device=device, dtype=dtype, fast_vision=fast_vision)
+    qa = VideoQA.from_pretrained(model, device=device, dtype=dtype, fast_vision=fast_vision, compile_vision=compile_vision)
     try:
         answer = qa.ask(
             video, question, press=presses, num_frames=frames, fps=fps, max_frames=max_frames,

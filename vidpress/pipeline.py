@@ -66,10 +66,14 @@ class VideoQA:
     Parameters
     ----------
     model, processor : a supported transformers VLM (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and its processor.
-    encode_chunk_frames : frames per vision-encoder call (bounds activation memory on long videos).
-    fast_vision : run the Qwen-VL vision towers' window/frame attention as batched SDPA calls
-        (vidpress.fast; same outputs as the stock per-window loop, several times faster on GPU). False keeps
-        the stock encoder.
+    encode_chunk_frames : frames per vision-encoder call (bounds activation memory on long videos; default:
+        the adapter's, 73,728 patches a call for Qwen-VL towers, 64 frames for the others).
+    fast_vision : run the Qwen-VL vision towers' window/frame attention as batched SDPA calls and
+        Qwen2.5-VL's 3420-wide MLPs on zero-padded weights (vidpress.fast; the stock outputs up to rounding,
+        several times faster on GPU). False keeps the stock encoder.
+    compile_vision : also run the vision blocks under ``torch.compile`` (fused norms and rotations;
+        vidpress.fast.vision_compile). Costs seconds of compiling at the first chunk shapes: for long videos
+        and many questions. Needs ``fast_vision``.
     fast_decode : decode into KV buffers reserved after the prefill (vidpress.fast.decode: each step writes
         one entry per layer instead of copying the whole cache; same tokens), each step's state on the device
         and the steps replayed as one CUDA graph on CUDA (vidpress.fast.graph_decode). False keeps the stock
@@ -93,16 +97,19 @@ class VideoQA:
         *,
         encode_chunk_frames: int | None = None,
         fast_vision: bool = True,
+        compile_vision: bool = False,
         fast_decode: bool = True,
         fast_prefill: bool = True,
         fast_preprocess: bool = False,
     ):
+        if compile_vision and not fast_vision:
+            raise ValueError("compile_vision compiles the fast vision path: it needs fast_vision=True")
         self.adapter: VideoAdapter = adapter_for(model, processor)
         if fast_preprocess:
             self.adapter.preprocess_device = model.device
         use_per_layer_sdpa(model)
         if fast_vision:
-            enable_fast_vision(model)
+            enable_fast_vision(model, "inductor" if compile_vision else None)
         self.model = model.eval()
         self.processor = processor
         self.encode_chunk_frames = encode_chunk_frames
@@ -118,6 +125,7 @@ class VideoQA:
         *,
         attn_implementation: str = "sdpa",
         fast_vision: bool = True,
+        compile_vision: bool = False,
         fast_decode: bool = True,
         fast_prefill: bool = True,
         fast_preprocess: bool = False,
@@ -134,7 +142,8 @@ class VideoQA:
         ).to(device)
         processor = AutoProcessor.from_pretrained(str(name_or_path))
         return cls(
-            model, processor, fast_vision=fast_vision, fast_decode=fast_decode, fast_prefill=fast_prefill, fast_preprocess=fast_preprocess
+            model, processor, fast_vision=fast_vision, compile_vision=compile_vision, fast_decode=fast_decode,
+            fast_prefill=fast_prefill, fast_preprocess=fast_preprocess,
         )
 
     # -- public API ------------------------------------------------------------------------------------

@@ -123,7 +123,6 @@ class VideoAdapter(ABC):
 
     model_types: tuple[str, ...] = ()
     position_axes: int = 1
-    default_chunk_frames: int = 64
 
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
         self.model = model

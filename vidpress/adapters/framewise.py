@@ -31,6 +31,7 @@ class FramewiseAdapter(VideoAdapter):
     """
 
     position_axes = 1
+    default_chunk_frames = 64  # frames per encoder call when none is given
     placeholders_after_frames = 0  # visual placeholders after the last frame that belong to no frame
 
     def prepare(self, video: Video, question: str) -> BatchFeature:

@@ -53,7 +53,9 @@ class Settings:
     archs : architecture names (see :data:`vidpress.bench.archs.ARCHS`).
     frames : frame counts (frames sampled at 2 fps from a video that long).
     presses : (label, press) pairs, each a vidpress row besides the press-free one.
-    fast_vision : run the vidpress rows on the batched vision attention (:mod:`vidpress.fast`).
+    fast_vision : run the vidpress rows on the fast vision path (:mod:`vidpress.fast.vision`).
+    compile_vision : with it, the vision blocks under ``torch.compile`` (compiled during the warm-up, which
+        then encodes one default chunk of frames).
     fast_decode : decode the vidpress rows into reserved KV buffers (:mod:`vidpress.fast.decode`); False keeps
         the stock dynamic cache, for comparison.
     fast_prefill : prefill chunks of the vidpress rows through ``causal_lower_right`` (``VideoQA(fast_prefill=...)``).
@@ -70,6 +72,7 @@ class Settings:
     frames: Sequence[int]
     presses: Sequence[tuple[str, Press]] = ()
     fast_vision: bool = True
+    compile_vision: bool = False
     fast_decode: bool = True
     fast_prefill: bool = True
     fast_preprocess: bool = False
@@ -84,6 +87,8 @@ class Settings:
             get_arch(name)
         if not self.frames or min(self.frames) < 2:
             raise ValueError(f"frames must be counts of at least 2, got {list(self.frames)}")
+        if self.compile_vision and not self.fast_vision:
+            raise ValueError("--compile-vision compiles the fast vision path: it needs --fast-vision")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
@@ -346,8 +351,8 @@ def run_bench(settings: Settings, progress=None) -> Result:
             arch = get_arch(name)
             model, processor = build_model(arch, device, dtype)
             qa = VideoQA(
-                model, processor, fast_decode=settings.fast_decode, fast_prefill=settings.fast_prefill,
-                fast_preprocess=settings.fast_preprocess,
+                model, processor, compile_vision=settings.compile_vision, fast_decode=settings.fast_decode,
+                fast_prefill=settings.fast_prefill, fast_preprocess=settings.fast_preprocess,
             )
             bench = ArchBench(qa, arch, settings, peaks)
             for row in bench.rows(video_dir):

@@ -19,7 +19,10 @@ picks), not the flash-attn package. Called without ``cu_seq_lens_q`` (should the
 packed sequences) it attends over the whole given sequence, which is what the stock loop asks of it, so the
 output stays correct.
 
-Faithful form: the stock encoder (``disable_fast_vision`` or never enabling it). Fast form: this module.
+The tower's fast path (:func:`enable_fast_vision`) is this attention plus Qwen2.5-VL's MLPs on widened
+weights (:mod:`vidpress.fast.vision_mlp`) and, on request, the blocks under ``torch.compile``
+(:mod:`vidpress.fast.vision_compile`). Faithful form: the stock encoder (``disable_fast_vision`` or never
+enabling it).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
+
+from vidpress.fast.vision_compile import compile_blocks, compiled_backend, uncompile_blocks
+from vidpress.fast.vision_mlp import align_vision_mlps, restore_vision_mlps
 
 NAME = "vidpress_packed_sdpa_flash_api"
 """Attention implementation name of the batched path ("flash" only selects the stock packed-call branch)."""
@@ -153,57 +159,76 @@ def packed_attention(
 AttentionInterface.register(NAME, packed_attention)
 
 
-def _vision_config(model: nn.Module):
-    """The config the attention modules of a Qwen-VL vision tower (``model.model.visual``) read, or None."""
+def _tower(model: nn.Module) -> nn.Module | None:
+    """The Qwen-VL vision tower (``model.model.visual``) when it has a config, else None."""
     visual = getattr(getattr(model, "model", None), "visual", None)
-    return getattr(visual, "config", None)
+    return visual if getattr(visual, "config", None) is not None else None
 
 
-def enable_fast_vision(model: nn.Module) -> bool:
-    """Switch the vision tower of a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model to the batched SDPA path.
+def enable_fast_vision(model: nn.Module, compile_backend: str | None = None) -> bool:
+    """Switch the vision tower of a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model to its fast path.
 
-    Only a tower on stock SDPA is switched (a flash-attention tower already packs its segments; eager
-    attention is left for those who asked for it); other models are left alone. Returns whether the
-    tower runs the batched path now.
+    The fast path is the batched attention (this module) and gated MLPs on widened weights
+    (:mod:`vidpress.fast.vision_mlp`); with ``compile_backend`` (e.g. "inductor") the blocks also run under
+    ``torch.compile`` (:mod:`vidpress.fast.vision_compile`), else uncompiled. Only a tower on stock SDPA is
+    switched (a flash-attention tower already packs its segments; eager attention is left for those who
+    asked for it); other models are left alone. Returns whether the tower runs the fast path now.
     """
-    config = _vision_config(model)
-    if config is None:
+    tower = _tower(model)
+    if tower is None:
         return False
-    if config._attn_implementation == _STOCK:
-        config._attn_implementation = NAME
-    return config._attn_implementation == NAME
+    if tower.config._attn_implementation == _STOCK:
+        tower.config._attn_implementation = NAME
+    if tower.config._attn_implementation != NAME:
+        return False
+    align_vision_mlps(tower)
+    if compile_backend is None:
+        uncompile_blocks(tower)
+    else:
+        compile_blocks(tower, compile_backend)
+    return True
 
 
 def disable_fast_vision(model: nn.Module) -> None:
-    """Give the vision tower its stock SDPA attention back (no-op when the fast path is not on)."""
-    config = _vision_config(model)
-    if config is not None and config._attn_implementation == NAME:
-        config._attn_implementation = _STOCK
+    """Give the vision tower its stock attention, MLPs and uncompiled blocks back (no-op when the fast path is off)."""
+    tower = _tower(model)
+    if tower is not None and tower.config._attn_implementation == NAME:
+        tower.config._attn_implementation = _STOCK
+        restore_vision_mlps(tower)
+        uncompile_blocks(tower)
 
 
 @contextmanager
-def fast_vision(model: nn.Module) -> Iterator[bool]:
-    """``with fast_vision(model):`` runs the vision tower on the batched path, restoring it afterwards.
+def fast_vision(model: nn.Module, compile_backend: str | None = None) -> Iterator[bool]:
+    """``with fast_vision(model):`` runs the vision tower on the fast path, restoring it afterwards.
 
-    Yields whether the batched path is on (False when the model has no Qwen-VL tower on SDPA).
+    Yields whether the fast path is on (False when the model has no Qwen-VL tower on SDPA). A tower already
+    on the fast path keeps its compilation state (``compile_backend`` applies only to a tower switched here).
     """
-    config = _vision_config(model)
-    switched = config is not None and config._attn_implementation == _STOCK
+    tower = _tower(model)
+    switched = tower is not None and tower.config._attn_implementation == _STOCK
     try:
-        yield enable_fast_vision(model)
+        yield enable_fast_vision(model, compile_backend) if switched else is_fast(model)
     finally:
         if switched:
             disable_fast_vision(model)
 
 
+def is_fast(model: nn.Module) -> bool:
+    """Whether ``model``'s vision tower runs the fast path."""
+    tower = _tower(model)
+    return tower is not None and tower.config._attn_implementation == NAME
+
+
 @contextmanager
 def stock_vision(model: nn.Module) -> Iterator[None]:
-    """``with stock_vision(model):`` runs the vision tower on its stock attention, restoring the fast path after."""
-    config = _vision_config(model)
-    switched = config is not None and config._attn_implementation == NAME
+    """``with stock_vision(model):`` runs the vision tower stock, restoring the fast path (and its compilation) after."""
+    tower = _tower(model)
+    switched = is_fast(model)
+    backend = compiled_backend(tower) if switched else None
     disable_fast_vision(model)
     try:
         yield
     finally:
         if switched:
-            enable_fast_vision(model)
+            enable_fast_vision(model, backend)
