@@ -178,9 +178,14 @@ def test_groups_are_remembered_per_boundary_tensor():
 
 def test_windowed_tower_runs_widened_mlps(encoders):
     model = encoders["qwen2_5_vl_windows"]
+    mlps = [block.mlp for block in model.model.visual.blocks]
     with fast_vision(model):
-        assert all(isinstance(block.mlp.__dict__.get("forward"), types.MethodType) for block in model.model.visual.blocks)
-    assert all("forward" not in block.mlp.__dict__ for block in model.model.visual.blocks)
+        forwards = [mlp.__dict__.get("forward") for mlp in mlps]
+        assert all(isinstance(forward, types.MethodType) for forward in forwards)
+    assert all("forward" not in mlp.__dict__ for mlp in mlps)
+    with fast_vision(model):
+        assert [mlp.forward for mlp in mlps] == forwards and all(a is b for a, b in zip((m.forward for m in mlps), forwards)), \
+            "the same bound forward each time (torch.compile guards on it)"
     assert align_vision_mlps(encoders["qwen2_vl"].model.visual) == 0, "Qwen2-VL's MLPs are not gated: left stock"
 
 

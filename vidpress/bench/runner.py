@@ -42,6 +42,7 @@ QUESTION = "What happens in the video? Describe the moving squares."
 STOCK = "transformers"
 VIDPRESS = "vidpress"
 WARMUP_FRAMES = 8
+COMPILE_WARMUP_FRAMES = 512  # two default encoder chunks of 448x252 Qwen2.5-VL frames
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Settings:
     presses : (label, press) pairs, each a vidpress row besides the press-free one.
     fast_vision : run the vidpress rows on the fast vision path (:mod:`vidpress.fast.vision`).
     compile_vision : with it, the vision blocks under ``torch.compile`` (compiled during the warm-up, which
-        then encodes one default chunk of frames).
+        then also answers on a video of :data:`COMPILE_WARMUP_FRAMES` frames, or the shortest, so the rows'
+        chunk shapes are compiled before timing).
     fast_decode : decode the vidpress rows into reserved KV buffers (:mod:`vidpress.fast.decode`); False keeps
         the stock dynamic cache, for comparison.
     fast_prefill : prefill chunks of the vidpress rows through ``causal_lower_right`` (``VideoQA(fast_prefill=...)``).
@@ -316,11 +318,14 @@ class ArchBench:
         """Write the videos, warm up on a short one, then yield every row."""
         settings, tokens = self.settings, self.settings.max_new_tokens
         height, width = self.arch.frame_size
-        videos = {n: video_dir / f"synthetic_{height}x{width}_{n}.mp4" for n in [WARMUP_FRAMES, *settings.frames]}
+        compile_warmup = min(COMPILE_WARMUP_FRAMES, *settings.frames)
+        videos = {n: video_dir / f"synthetic_{height}x{width}_{n}.mp4" for n in [WARMUP_FRAMES, compile_warmup, *settings.frames]}
         for frames, path in videos.items():
             write_synthetic_video(path, frames, height, width)
         self.stock(videos[WARMUP_FRAMES], WARMUP_FRAMES, 2)
         self.vidpress(videos[WARMUP_FRAMES], WARMUP_FRAMES, None, 2)
+        if settings.compile_vision:  # compile for the chunk shapes of the rows, not only the warm-up's
+            self.vidpress(videos[compile_warmup], compile_warmup, None, 2)
         try:
             for frames in settings.frames:
                 path, stock = videos[frames], None

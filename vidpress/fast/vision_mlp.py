@@ -28,6 +28,7 @@ ALIGN = 64
 """Widths are padded up to a multiple of this many columns."""
 
 _CACHE = "_vidpress_aligned_weights"
+_FORWARD = "_vidpress_aligned_forward"
 
 
 def needs_alignment(width: int) -> bool:
@@ -85,11 +86,15 @@ def aligned_forward(mlp: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor
 
 
 def align_vision_mlps(tower: nn.Module) -> int:
-    """Run every gated MLP of ``tower`` whose width misses the alignment on widened weights; returns how many."""
+    """Run every gated MLP of ``tower`` whose width misses the alignment on widened weights; returns how many.
+
+    Each MLP gets one bound forward for good (a deep copy rebinds it to the copy), so switching back and forth
+    hands ``torch.compile`` the same function and does not compile the blocks again.
+    """
     count = 0
     for module in tower.modules():
         if is_gated_mlp(module) and needs_alignment(module.gate_proj.out_features):
-            module.forward = types.MethodType(aligned_forward, module)  # bound: a deep copy rebinds to the copy
+            module.forward = module.__dict__.setdefault(_FORWARD, types.MethodType(aligned_forward, module))
             count += 1
     return count
 
@@ -97,7 +102,6 @@ def align_vision_mlps(tower: nn.Module) -> int:
 def restore_vision_mlps(tower: nn.Module) -> None:
     """Give ``tower``'s MLPs their stock forward back and drop the widened copies."""
     for module in tower.modules():
-        forward = module.__dict__.get("forward")
-        if isinstance(forward, types.MethodType) and forward.__func__ is aligned_forward:
+        if _FORWARD in module.__dict__ and module.__dict__.get("forward") is module.__dict__[_FORWARD]:
             del module.forward
             module.__dict__.pop(_CACHE, None)
