@@ -105,20 +105,18 @@ def _attention_column_sums(
         q_blk = q[:, :, start:stop].reshape(num_kv_heads, groups * rows, head_dim)
         logits = torch.bmm(q_blk, k_t).view(num_kv_heads, groups, rows, k_len)  # the one big block
         logits.mul_(scaling)
-        row_max = logits.amax(dim=-1, keepdim=True)
-        if extra_key is not None:
-            x_logits = torch.bmm(q_blk, xk_t).view(num_kv_heads, groups, rows, q_len).mul_(scaling)
-            row_idx = torch.arange(start, stop, device=query.device).view(rows, 1)
-            col_idx = torch.arange(q_len, device=query.device).view(1, q_len)
-            x_logits.masked_fill_(col_idx > row_idx, float("-inf"))
-            row_max = torch.maximum(row_max, x_logits.amax(dim=-1, keepdim=True))
+        if extra_key is None:  # softmax as one fused kernel
+            sums += torch.softmax(logits, dim=-1).sum(dim=2)
+            continue
+        # the query tokens' own keys (causal) join the denominator only
+        x_logits = torch.bmm(q_blk, xk_t).view(num_kv_heads, groups, rows, q_len).mul_(scaling)
+        row_idx = torch.arange(start, stop, device=query.device).view(rows, 1)
+        col_idx = torch.arange(q_len, device=query.device).view(1, q_len)
+        x_logits.masked_fill_(col_idx > row_idx, float("-inf"))
+        row_max = torch.maximum(logits.amax(dim=-1, keepdim=True), x_logits.amax(dim=-1, keepdim=True))
         logits.sub_(row_max).exp_()
-        denom = logits.sum(dim=-1, keepdim=True)
-        if extra_key is not None:
-            denom = denom + (x_logits - row_max).exp().sum(dim=-1, keepdim=True)
-        logits.div_(denom)
-        sums += logits.sum(dim=2)
-        del logits
+        denom = logits.sum(dim=-1, keepdim=True) + (x_logits - row_max).exp().sum(dim=-1, keepdim=True)
+        sums += logits.div_(denom).sum(dim=2)
     return sums
 
 
