@@ -311,3 +311,16 @@ def test_generated_grid_task_names(tmp_path, monkeypatch):
     benchmark, samples = load_task("synth-grid-128", None, None, tmp_path)
     assert sorted({s.extra["num_frames"] for s in samples}) == [16, 32, 64, 128]
     assert (tmp_path / "data" / "annotations.jsonl").is_file() and benchmark.name == "synth"
+
+
+def test_compile_vision_reaches_the_model(suite, tmp_path, monkeypatch):
+    loaded = {}
+
+    def from_pretrained(name, **kwargs):
+        loaded.update(kwargs)
+        raise ValueError("stop after loading")
+
+    monkeypatch.setattr("vidpress.pipeline.VideoQA.from_pretrained", from_pretrained)
+    result = runner.invoke(cli, eval_args(tmp_path / "model", suite, tmp_path / "run", "--compile-vision"))
+    assert result.exit_code == 2 and "stop after loading" in result.output
+    assert loaded["compile_vision"] is True

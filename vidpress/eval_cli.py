@@ -49,6 +49,7 @@ def eval_command(
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens generated per answer (default: the benchmark's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cuda, cpu, cuda:1 ... (default: this process's GPU if any).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16, float32 (default: bf16 on GPU).")] = None,
+    compile_vision: Annotated[bool, typer.Option(help="torch.compile the vision blocks (pays over many videos).")] = False,
 ) -> None:
     """Evaluate MODEL with presses on a benchmark; resumable, one process per GPU under `accelerate launch`."""
     from vidpress.eval.runner import ConfigMismatchError, EvalRun, Sampling, evaluate
@@ -58,7 +59,7 @@ def eval_command(
     run = EvalRun(
         model=model, task=task, output=output, presses=presses, data=data, video_dir=video_dir, limit=limit,
         sampling=Sampling(num_frames=frames, fps=fps, max_frames=max_frames, max_side=max_side),
-        max_new_tokens=max_new_tokens, device=device, dtype=dtype,
+        max_new_tokens=max_new_tokens, device=device, dtype=dtype, compile_vision=compile_vision,
     )
     try:
         summary = evaluate(run, console=console)

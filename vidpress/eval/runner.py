@@ -70,7 +70,8 @@ class EvalRun:
     """One evaluation: a model with presses on a task, written to ``output``.
 
     ``max_new_tokens`` defaults to the benchmark's; ``device`` and ``dtype`` to VideoQA.from_pretrained's
-    (CUDA and bfloat16 when available). ``limit`` selects the first samples of the task.
+    (CUDA and bfloat16 when available). ``limit`` selects the first samples of the task. ``compile_vision``
+    runs the vision blocks under ``torch.compile`` (``VideoQA(compile_vision=True)``: pays over many videos).
     """
 
     model: str
@@ -84,6 +85,7 @@ class EvalRun:
     max_new_tokens: int | None = None
     device: str | None = None
     dtype: str | None = None
+    compile_vision: bool = False
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -240,7 +242,9 @@ def evaluate(
     run.output.mkdir(parents=True, exist_ok=True)
     benchmark, samples = _main_first(process, lambda: load_task(run.task, run.data, run.video_dir, run.output))
     samples = samples[: run.limit]
-    qa = qa or VideoQA.from_pretrained(run.model, device=run.device or _default_device(), dtype=run.dtype)
+    qa = qa or VideoQA.from_pretrained(
+        run.model, device=run.device or _default_device(), dtype=run.dtype, compile_vision=run.compile_vision
+    )
     settings = run_settings(run, benchmark, qa)
     info = {
         "device": str(qa.adapter.device),
