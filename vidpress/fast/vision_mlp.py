@@ -3,7 +3,7 @@
 Qwen2.5-VL's vision MLP is 3420 wide. A bf16 row of 3420 values is 6840 bytes, not a multiple of 16, and
 cuBLAS then falls back to kernels for 2-element alignment: on an H200 the products [147456, 1280] x
 [1280, 3420] and back ran at 260 and 228 TFLOP/s, the same products 3456 wide at 762 and 787 TFLOP/s
-(docs/benchmarks.md, 2026-12-02 session 5); the whole 1024-frame encoder went from 2.7 s to 1.9 s.
+(docs/benchmarks.md, section "Vision at 52 % of peak"); the 1024-frame encoder went from 2.7 s to 1.9 s.
 
 Here the gate and up projections get zero rows (and zero biases) up to a multiple of :data:`ALIGN`, and
 the down projection zero columns. The added activations are ``act(0) * 0 = 0`` and meet zero weights, so
