@@ -318,14 +318,15 @@ class ArchBench:
         """Write the videos, warm up on a short one, then yield every row."""
         settings, tokens = self.settings, self.settings.max_new_tokens
         height, width = self.arch.frame_size
-        compile_warmup = min(COMPILE_WARMUP_FRAMES, *settings.frames)
-        videos = {n: video_dir / f"synthetic_{height}x{width}_{n}.mp4" for n in [WARMUP_FRAMES, compile_warmup, *settings.frames]}
+        warmups = [WARMUP_FRAMES]
+        if settings.compile_vision:  # compile for the chunk shapes of the rows, not only the short video's
+            warmups.append(min(COMPILE_WARMUP_FRAMES, *settings.frames))
+        videos = {n: video_dir / f"synthetic_{height}x{width}_{n}.mp4" for n in [*warmups, *settings.frames]}
         for frames, path in videos.items():
             write_synthetic_video(path, frames, height, width)
         self.stock(videos[WARMUP_FRAMES], WARMUP_FRAMES, 2)
-        self.vidpress(videos[WARMUP_FRAMES], WARMUP_FRAMES, None, 2)
-        if settings.compile_vision:  # compile for the chunk shapes of the rows, not only the warm-up's
-            self.vidpress(videos[compile_warmup], compile_warmup, None, 2)
+        for frames in warmups:
+            self.vidpress(videos[frames], frames, None, 2)
         try:
             for frames in settings.frames:
                 path, stock = videos[frames], None

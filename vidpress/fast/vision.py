@@ -198,26 +198,26 @@ def disable_fast_vision(model: nn.Module) -> None:
         uncompile_blocks(tower)
 
 
-@contextmanager
-def fast_vision(model: nn.Module, compile_backend: str | None = None) -> Iterator[bool]:
-    """``with fast_vision(model):`` runs the vision tower on the fast path, restoring it afterwards.
-
-    Yields whether the fast path is on (False when the model has no Qwen-VL tower on SDPA). A tower already
-    on the fast path keeps its compilation state (``compile_backend`` applies only to a tower switched here).
-    """
-    tower = _tower(model)
-    switched = tower is not None and tower.config._attn_implementation == _STOCK
-    try:
-        yield enable_fast_vision(model, compile_backend) if switched else is_fast(model)
-    finally:
-        if switched:
-            disable_fast_vision(model)
-
-
 def is_fast(model: nn.Module) -> bool:
     """Whether ``model``'s vision tower runs the fast path."""
     tower = _tower(model)
     return tower is not None and tower.config._attn_implementation == NAME
+
+
+@contextmanager
+def fast_vision(model: nn.Module) -> Iterator[bool]:
+    """``with fast_vision(model):`` runs the vision tower on the fast path (uncompiled, unless it already ran
+    compiled), restoring it afterwards.
+
+    Yields whether the fast path is on (False when the model has no Qwen-VL tower on SDPA).
+    """
+    tower = _tower(model)
+    switched = tower is not None and tower.config._attn_implementation == _STOCK
+    try:
+        yield enable_fast_vision(model) if switched else is_fast(model)
+    finally:
+        if switched:
+            disable_fast_vision(model)
 
 
 @contextmanager
