@@ -363,6 +363,23 @@ def test_pivotkv_scores_low_precision_inputs():
     torch.testing.assert_close(s16.double(), dense_scores(q.bfloat16(), k.bfloat16()), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_scores_tensor_core_products_equal_float32(dtype):
+    # on CUDA half-precision Q and K are multiplied on tensor cores with float32 accumulation: the float32
+    # scores of the upcast inputs up to summation order (chunk-sized, several query blocks)
+    q, k = make_qk(28, 4, length=700, dim=128, seed=7, scale=1.0)
+    q, k = q.to("cuda", dtype), k.to("cuda", dtype)
+    reference = pivotkv_scores(q.float(), k.float(), query_block=256)
+    fast = pivotkv_scores(q, k, query_block=256)
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
+    kq = torch.randn(1, 4, 40, 128, device="cuda").to(dtype)
+    guided = prompt_guided_scores(q[:, :, :40], k, key_question=kq)
+    guided_reference = prompt_guided_scores(q[:, :, :40].float(), k.float(), key_question=kq.float())
+    torch.testing.assert_close(guided, guided_reference, atol=1e-5, rtol=1e-4)
+
+
 def test_pivotkv_scores_shape_errors():
     q, k = make_qk(3, 2)
     with pytest.raises(ValueError):
