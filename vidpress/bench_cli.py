@@ -55,6 +55,9 @@ def bench_command(
     fast_preprocess: Annotated[
         bool, typer.Option("--fast-preprocess/--no-fast-preprocess", help="The processor on the GPU in the vidpress rows.")
     ] = False,
+    stream_preprocess: Annotated[
+        bool, typer.Option("--stream-preprocess/--no-stream-preprocess", help="The processor streamed under the encoder in the vidpress rows.")
+    ] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens per answer (decode ms/token averages over them).")] = 32,
     stock_max_frames: Annotated[
         Optional[int], typer.Option(help="Skip the plain transformers rows above this many frames (they take minutes).")
@@ -72,12 +75,12 @@ def bench_command(
     names = press or []
     presses = [(press_label(name, p), p) for name, p in zip(names, build_presses(names, press_arg))]
     fast = {"vision": fast_vision, "decode": fast_decode, "prefill": fast_prefill, "preprocess": fast_preprocess}
-    switches = {f"--fast-{name}": on for name, on in fast.items()} | {"--compile-vision": compile_vision}
+    switches = {f"--fast-{name}": on for name, on in fast.items()} | {"--compile-vision": compile_vision, "--stream-preprocess": stream_preprocess}
     try:
         settings = Settings(
             archs=_split(arch), frames=_split(frames, int), presses=presses, max_new_tokens=max_new_tokens,
             stock_max_frames=stock_max_frames, plain_max_frames=plain_max_frames, device=device, video_dir=video_dir,
-            compile_vision=compile_vision, **{f"fast_{k}": v for k, v in fast.items()},
+            compile_vision=compile_vision, stream_preprocess=stream_preprocess, **{f"fast_{k}": v for k, v in fast.items()},
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error

@@ -88,6 +88,11 @@ class VideoQA:
         Qwen2-VL / Qwen2.5-VL inputs by one grey level (0.1 % of values) and those of Qwen3-VL, LLaVA-OneVision
         and InternVL by up to 0.08, 0.20 and 0.20 after normalisation (the tiny test models' processors), for
         0.6-0.7 s saved at 1024-2048 frames. False runs it on the CPU, as transformers does.
+    stream_preprocess : run the video processor chunk by chunk in worker threads while the vision encoder
+        runs on the chunks before (Qwen-VL adapters; vidpress.adapters.streamed_processing): the same pixel
+        values and prompt, the processor's time hidden behind the encoder's and the whole video's pixel
+        values never held at once. Where a chunk's resized size could differ from the whole video's
+        (Qwen3-VL under a pixel budget that the frame count changes), the whole video is processed at once.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class VideoQA:
         fast_decode: bool = True,
         fast_prefill: bool = True,
         fast_preprocess: bool = False,
+        stream_preprocess: bool = True,
     ):
         if compile_vision and not fast_vision:
             raise ValueError("compile_vision compiles the fast vision path: it needs fast_vision=True")
@@ -115,6 +121,7 @@ class VideoQA:
         self.encode_chunk_frames = encode_chunk_frames
         self.fast_decode = fast_decode
         self.fast_prefill = fast_prefill
+        self.stream_preprocess = stream_preprocess
 
     @classmethod
     def from_pretrained(
@@ -129,6 +136,7 @@ class VideoQA:
         fast_decode: bool = True,
         fast_prefill: bool = True,
         fast_preprocess: bool = False,
+        stream_preprocess: bool = True,
         **kwargs,
     ) -> VideoQA:
         """Load a hub model name or a local folder; ``device`` defaults to CUDA when available."""
@@ -143,7 +151,7 @@ class VideoQA:
         processor = AutoProcessor.from_pretrained(str(name_or_path))
         return cls(
             model, processor, fast_vision=fast_vision, compile_vision=compile_vision, fast_decode=fast_decode,
-            fast_prefill=fast_prefill, fast_preprocess=fast_preprocess,
+            fast_prefill=fast_prefill, fast_preprocess=fast_preprocess, stream_preprocess=stream_preprocess,
         )
 
     # -- public API ------------------------------------------------------------------------------------
@@ -205,9 +213,14 @@ class VideoQA:
         with timer("encode"), contextlib.ExitStack() as hooks:
             for p in presses:
                 hooks.enter_context(p.encoder_hooks(context))
-            prompts = [adapter.prepare(video, questions[0])]
-            for question in questions[1:]:
-                prompts.append(adapter.reuse_prompt(prompts[0], questions[0], question) or adapter.prepare(video, question))
+            if self.stream_preprocess and adapter.streams_pixels:
+                adapter.stream_frames = self.encode_chunk_frames or adapter.default_stream_frames(video)
+            try:
+                prompts = [adapter.prepare(video, questions[0])]
+                for question in questions[1:]:
+                    prompts.append(adapter.reuse_prompt(prompts[0], questions[0], question) or adapter.prepare(video, question))
+            finally:
+                adapter.stream_frames = None
             encoded = adapter.encode(prompts[0], self.encode_chunk_frames, progress=self._bar(progress, len(video), "encode"))
         context.encoded = encoded
         with timer("select"):  # token-stage presses (QC-Comp's scoring passes run here)

@@ -19,6 +19,7 @@ from torch import nn
 from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
 from transformers.cache_utils import Cache, DynamicCache
 
+from vidpress.adapters.streamed_processing import stream_processor
 from vidpress.video import Video
 
 
@@ -123,11 +124,14 @@ class VideoAdapter(ABC):
 
     model_types: tuple[str, ...] = ()
     position_axes: int = 1
+    streams_pixels: bool = False  # whether ``encode`` reads a PixelStream (see ``run_processor``)
 
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
         self.model = model
         self.processor = processor
         self.preprocess_device: torch.device | None = None  # where the processor resizes and normalises (None: CPU)
+        # frames per chunk of a streamed preprocessing (adapters with ``streams_pixels``; None: the whole video at once)
+        self.stream_frames: int | None = None
 
     # -- what the presses and the pipeline read ---------------------------------------------------------
     @property
@@ -232,10 +236,17 @@ class VideoAdapter(ABC):
 
         With ``preprocess_device`` set, the video processor resizes and normalises there (its ``device``
         argument; pixel values come back on that device). Pixel values are cast to the model's dtype, as the
-        vision tower casts them first thing: the same values, half the memory in bf16.
+        vision tower casts them first thing: the same values, half the memory in bf16. With ``stream_frames``
+        set on an adapter that ``streams_pixels``, they come as a
+        :class:`~vidpress.adapters.streamed_processing.PixelStream` of chunks processed by worker threads
+        while the encoder runs (the same values; the whole video at once where that cannot be shown).
         """
         if self.preprocess_device is not None:
             kwargs["device"] = str(self.preprocess_device)
+        if self.streams_pixels and self.stream_frames:
+            streamed = stream_processor(self.processor, text, video.frames, self.stream_frames, self.model.dtype, **kwargs)
+            if streamed is not None:
+                return streamed
         inputs = self.processor(text=[text], videos=[video.frames], return_tensors="pt", **kwargs)
         for key in ("pixel_values_videos", "pixel_values"):
             if key in inputs and inputs[key].is_floating_point():

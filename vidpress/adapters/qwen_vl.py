@@ -21,6 +21,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDe
 from transformers.video_utils import VideoMetadata
 
 from vidpress.adapters.base import EncodedVideo, LLMInputs, VideoAdapter, model_inputs
+from vidpress.adapters.streamed_processing import PixelStream
 from vidpress.video import Video
 
 CHUNK_PATCHES = 73_728
@@ -33,6 +34,7 @@ class QwenVLAdapter(VideoAdapter):
 
     model_types = ("qwen2_vl", "qwen2_5_vl")
     position_axes = 3
+    streams_pixels = True
 
     @property
     def video_token_id(self) -> int:
@@ -69,12 +71,23 @@ class QwenVLAdapter(VideoAdapter):
         units = padded.view(-1, patch)
         return (units[:, 0] + units[:, -1]) / 2
 
+    def default_stream_frames(self, video: Video) -> int:
+        """Frames per streamed preprocessing chunk: about :data:`CHUNK_PATCHES` patches of ``video``'s frames."""
+        patch = self.processor.video_processor.patch_size
+        height, width = video.frames.shape[1:3]
+        units = max(1, CHUNK_PATCHES // max(1, (height // patch) * (width // patch)))
+        return units * self.temporal_patch_size
+
     # -- vision ------------------------------------------------------------------------------------------
     def _vision_chunks(self, inputs: BatchFeature, chunk_frames: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (pixel rows, grid [1, 3]) of consecutive slices of ``chunk_frames`` frames (default: as many
-        temporal units as :data:`CHUNK_PATCHES` patches)."""
+        temporal units as :data:`CHUNK_PATCHES` patches); a :class:`PixelStream`'s own chunks as they come."""
         (t, h, w), = inputs["video_grid_thw"].tolist()
         pixels = inputs["pixel_values_videos"]
+        if isinstance(pixels, PixelStream):
+            for rows in pixels:
+                yield rows, torch.tensor([[len(rows) // (h * w), h, w]])
+            return
         units = max(1, chunk_frames // self.temporal_patch_size if chunk_frames else CHUNK_PATCHES // (h * w))
         for start in range(0, t, units):
             stop = min(t, start + units)

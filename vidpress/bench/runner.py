@@ -63,6 +63,8 @@ class Settings:
     fast_prefill : prefill chunks of the vidpress rows through ``causal_lower_right`` (``VideoQA(fast_prefill=...)``).
     fast_preprocess : run the processor of the vidpress rows on the GPU (the transformers rows always run
         it on the CPU, transformers' default).
+    stream_preprocess : stream the processor of the vidpress rows chunk by chunk, overlapped with the vision
+        encoder (``VideoQA(stream_preprocess=...)``); their "preprocess s" is then the time not hidden.
     max_new_tokens : greedy tokens per answer (decode ms/token is averaged over them).
     stock_max_frames : skip the transformers row above this many frames (None: never skip).
     plain_max_frames : skip the press-free vidpress row above this many frames (None: never skip).
@@ -78,6 +80,7 @@ class Settings:
     fast_decode: bool = True
     fast_prefill: bool = True
     fast_preprocess: bool = False
+    stream_preprocess: bool = True
     max_new_tokens: int = 32
     stock_max_frames: int | None = None
     plain_max_frames: int | None = None
@@ -359,6 +362,7 @@ def run_bench(settings: Settings, progress=None) -> Result:
             qa = VideoQA(
                 model, processor, compile_vision=settings.compile_vision, fast_decode=settings.fast_decode,
                 fast_prefill=settings.fast_prefill, fast_preprocess=settings.fast_preprocess,
+                stream_preprocess=settings.stream_preprocess,
             )
             bench = ArchBench(qa, arch, settings, peaks)
             for row in bench.rows(video_dir):

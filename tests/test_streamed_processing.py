@@ -1,0 +1,118 @@
+"""Streamed preprocessing: the video processor run chunk by chunk in worker threads gives the whole-video
+call's prompt and pixel values, and VideoQA's answers do not change."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from transformers.video_utils import VideoMetadata
+
+from vidpress.adapters.streamed_processing import PixelStream, stream_processor
+from vidpress.tiny import FAMILIES, build_processor, build_tokenizer
+from vidpress.video import Video
+
+from tests.helpers import random_frames
+
+SIZES = {"qwen2_vl": (56, 112), "qwen2_5_vl": (56, 112), "qwen3_vl": (64, 112)}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def _processor_call(processor, frames: np.ndarray, streamed: bool, chunk: int = 4):
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}],
+        add_generation_prompt=True, tokenize=False,
+    )
+    height, width = frames.shape[1:3]
+    metadata = VideoMetadata(
+        total_num_frames=len(frames), fps=2.0, duration=len(frames) / 2, frames_indices=list(range(len(frames))),
+        width=width, height=height,
+    )
+    kwargs = dict(video_metadata=[metadata], do_sample_frames=False)
+    if streamed:
+        return stream_processor(processor, text, frames, chunk, torch.float32, **kwargs)
+    return processor(text=[text], videos=[frames], return_tensors="pt", **kwargs)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("num_frames", [9, 16, 23])
+def test_stream_equals_whole_video_call(tokenizer, family, num_frames):
+    processor = build_processor(family, tokenizer, max_side=max(SIZES[family]))
+    frames = random_frames(num_frames, *SIZES[family], seed=num_frames)
+    whole = _processor_call(processor, frames, streamed=False)
+    streamed = _processor_call(processor, frames, streamed=True)
+    assert isinstance(streamed["pixel_values_videos"], PixelStream)
+    assert len(streamed["pixel_values_videos"]) == -(-num_frames // 4)
+    assert set(streamed) == set(whole)
+    for key, value in whole.items():
+        if key == "pixel_values_videos":
+            assert torch.equal(torch.cat(list(streamed[key])), value)
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(streamed[key], value), key
+        else:
+            assert streamed[key] == value, key
+    assert processor.video_processor.__class__.__name__.endswith("VideoProcessor")  # the stand-in is gone
+
+
+def test_no_stream_where_the_size_depends_on_the_frame_count(tokenizer):
+    # Qwen3-VL resizes under a pixel budget over the whole video: a 4-frame chunk would keep more pixels
+    processor = build_processor("qwen3_vl", tokenizer, max_side=112)
+    processor.video_processor.size = {"shortest_edge": 1024, "longest_edge": 16 * 64 * 112}
+    frames = random_frames(16, 64, 112)
+    assert _processor_call(processor, frames, streamed=True) is None
+    assert _processor_call(processor, frames[:4], streamed=True) is None  # one chunk: nothing to stream
+
+
+def test_pixel_stream_bounds_work_ahead_and_reports_errors():
+    started, consumed = [], []
+    gate = threading.Event()
+
+    def process(part):
+        started.append(int(part[0]))
+        if int(part[0]) == 3:
+            gate.wait(5)
+        return torch.tensor([float(part[0])])
+
+    stream = PixelStream(torch.zeros(1), [np.array([i]) for i in range(1, 6)], process, torch.float64, workers=2)
+    for rows in stream:
+        consumed.append(float(rows))
+        assert rows.dtype == torch.float64
+        assert max(started, default=0) <= len(consumed) + 1  # at most two chunks ahead of the one read
+        gate.set()
+    assert consumed == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    with pytest.raises(RuntimeError, match="read once"):
+        list(stream)
+
+    def failing(part):
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(PixelStream(torch.zeros(1), [np.array([1])], failing, torch.float32))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_videoqa_streamed_answers_equal(tiny_qa, family, monkeypatch):
+    qa = tiny_qa[family]
+    video = Video.from_array(random_frames(13, *SIZES[family], seed=3), fps=2.0)
+    streams = []
+    real_iter = PixelStream.__iter__
+
+    def spy(self):
+        streams.append(len(self))
+        return real_iter(self)
+
+    monkeypatch.setattr(PixelStream, "__iter__", spy)
+    answers = {}
+    for stream in (False, True):
+        monkeypatch.setattr(qa, "stream_preprocess", stream)
+        monkeypatch.setattr(qa, "encode_chunk_frames", 4)
+        answers[stream] = qa.ask(video, "What happens?", max_new_tokens=6)
+    assert streams == [4]  # only the streamed run read a stream, of 13 frames in 4-frame chunks
+    assert answers[True].token_ids == answers[False].token_ids
+    assert qa.adapter.stream_frames is None

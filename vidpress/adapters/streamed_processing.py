@@ -1,0 +1,156 @@
+"""Video preprocessing streamed chunk by chunk, overlapped with the vision encoder.
+
+The model's own processor builds the prompt as usual, but its video processor is run on the first chunk of
+frames only (:class:`_FirstChunkVideoProcessor` stands in for it during that call and reports the whole
+video's temporal length in the grid). The other chunks go through the same video processor, with the same
+arguments, in worker threads (:class:`PixelStream`) while the GPU encodes the chunks before them; the
+whole video's pixel values never exist at once.
+
+Exactness: a video processor that resizes, normalises and patchifies frame by frame gives every chunk the
+rows the whole video would get, provided each chunk is resized to the whole video's size. Qwen3-VL's size
+depends on the number of frames (a pixel budget over the whole video), so the stream is only used when the
+video processor's own patch count (``get_num_of_video_patches``) gives the first chunk and the whole video
+the same patches per temporal unit; otherwise :func:`stream_processor` returns None and the caller processes
+the whole video at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+PIXELS = "pixel_values_videos"
+
+
+class PixelStream:
+    """The pixel rows of one video, chunk by chunk: the first chunk ready, the others processed by threads.
+
+    Iterating yields ``[rows, C]`` tensors in video order, each in ``dtype``; at most ``workers`` chunks are
+    being processed ahead of the one consumed. A stream is read once.
+    """
+
+    def __init__(
+        self, first: torch.Tensor, rest: list[np.ndarray], process: Callable[[np.ndarray], torch.Tensor],
+        dtype: torch.dtype, workers: int = 2,
+    ):
+        self.first, self.rest, self.process, self.dtype, self.workers = first, rest, process, dtype, workers
+        self.consumed = False
+
+    def __len__(self) -> int:
+        """Chunks in the stream."""
+        return 1 + len(self.rest)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.consumed:
+            raise RuntimeError("a PixelStream is read once; prepare the video again to encode it again")
+        self.consumed = True
+        yield self.first.to(self.dtype)
+        self.first = None
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vidpress-preprocess") as pool:
+            pending: deque[Future] = deque()
+            chunks = iter(self.rest)
+            try:
+                for chunk in chunks:
+                    pending.append(pool.submit(self.process, chunk))
+                    if len(pending) == self.workers:
+                        break
+                while pending:
+                    pixels = pending.popleft().result().to(self.dtype)
+                    for chunk in chunks:
+                        pending.append(pool.submit(self.process, chunk))
+                        break
+                    yield pixels
+            finally:
+                for future in pending:
+                    future.cancel()
+
+
+class _FirstChunkVideoProcessor:
+    """Stands in for a processor's video processor during one call: processes the first ``frames`` frames of
+    the (single) video and reports the whole video's temporal units in ``video_grid_thw``."""
+
+    def __init__(self, real: Any, frames: int):
+        self.real, self.frames = real, frames
+        self.kwargs: dict[str, Any] | None = None
+        self.total_frames = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def __call__(self, videos, **kwargs) -> BatchFeature:
+        (frames,) = videos
+        self.kwargs, self.total_frames = kwargs, len(frames)
+        out = self.real([frames[: self.frames]], **kwargs)
+        grid = out["video_grid_thw"].clone()
+        grid[0, 0] = -(-len(frames) // self.real.temporal_patch_size)
+        out["video_grid_thw"] = grid
+        return out
+
+
+@contextlib.contextmanager
+def _video_processor_replaced(processor: ProcessorMixin, stand_in: Any) -> Iterator[None]:
+    real = processor.video_processor
+    processor.video_processor = stand_in
+    try:
+        yield
+    finally:
+        processor.video_processor = real
+
+
+def _same_size_per_unit(video_processor: Any, kwargs: dict[str, Any], frames: np.ndarray, chunk: int, grid: list[int]) -> bool:
+    """Whether the video processor resizes a ``chunk``-frame slice (processed: ``grid`` [t, h, w]) and the
+    whole video to the same size.
+
+    Asked of its own patch count at whole temporal units only (``chunk`` and the whole length rounded down
+    and up to them; the size shrinks monotonically with the frame count, so equal sizes at both roundings
+    hold in between); equal patches per unit mean equal height and width, which smart resizing moves together.
+    """
+    count = getattr(video_processor, "get_num_of_video_patches", None)
+    if count is None:
+        return False
+    height, width = frames.shape[1:3]
+    step = video_processor.temporal_patch_size
+    lengths = {chunk, len(frames) // step * step, -(-len(frames) // step) * step}
+    return {count(length, height, width, kwargs) * step // length for length in lengths} == {grid[1] * grid[2]}
+
+
+def stream_processor(
+    processor: ProcessorMixin, text: str, frames: np.ndarray, chunk_frames: int, dtype: torch.dtype,
+    workers: int = 2, **kwargs,
+) -> BatchFeature | None:
+    """The processor's output on ``text`` and one video ``frames`` [T, H, W, C], its pixels as a :class:`PixelStream`.
+
+    ``chunk_frames`` (rounded up to the temporal patch size) frames per chunk; ``kwargs`` go to the processor
+    as in a whole-video call. Returns None when a chunk's resized size could differ from the whole video's
+    (see the module docstring) or the video fits one chunk; everything else equals the whole-video call.
+    """
+    real = processor.video_processor
+    step = real.temporal_patch_size
+    chunk = -(-chunk_frames // step) * step
+    if len(frames) <= chunk:
+        return None
+    stand_in = _FirstChunkVideoProcessor(real, chunk)
+    with _video_processor_replaced(processor, stand_in):
+        inputs = processor(text=[text], videos=[frames], return_tensors="pt", **kwargs)
+    video_kwargs = stand_in.kwargs
+    if not _same_size_per_unit(real, video_kwargs, frames, chunk, inputs["video_grid_thw"][0].tolist()):
+        return None
+
+    rows_per_unit = int(inputs["video_grid_thw"][0, 1:].prod())
+
+    def process(part: np.ndarray) -> torch.Tensor:
+        """A short last part is padded with its last frame (as the processor pads the last temporal unit)
+        to ``chunk`` frames, the size checked above, and its extra rows dropped."""
+        units = -(-len(part) // step)
+        padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), axis=0)])
+        return real([padded], **video_kwargs)[PIXELS][: units * rows_per_unit]
+
+    rest = [frames[start : start + chunk] for start in range(chunk, len(frames), chunk)]
+    inputs[PIXELS] = PixelStream(inputs[PIXELS], rest, process, dtype, workers)
+    return inputs
