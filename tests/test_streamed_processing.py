@@ -24,7 +24,7 @@ def tokenizer():
     return build_tokenizer()
 
 
-def _processor_call(processor, frames: np.ndarray, streamed: bool, chunk: int = 4):
+def _processor_call(processor, frames: np.ndarray, streamed: bool, chunk: int = 4, exact_device=None):
     text = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}],
         add_generation_prompt=True, tokenize=False,
@@ -36,7 +36,7 @@ def _processor_call(processor, frames: np.ndarray, streamed: bool, chunk: int = 
     )
     kwargs = dict(video_metadata=[metadata], do_sample_frames=False)
     if streamed:
-        return stream_processor(processor, text, frames, chunk, torch.float32, **kwargs)
+        return stream_processor(processor, text, frames, chunk, torch.float32, exact_device=exact_device, **kwargs)
     return processor(text=[text], videos=[frames], return_tensors="pt", **kwargs)
 
 
@@ -67,6 +67,38 @@ def test_no_stream_where_the_size_depends_on_the_frame_count(tokenizer):
     frames = random_frames(16, 64, 112)
     assert _processor_call(processor, frames, streamed=True) is None
     assert _processor_call(processor, frames[:4], streamed=True) is None  # one chunk: nothing to stream
+
+
+@pytest.mark.parametrize("height,resized", [(56, False), (50, True)])
+def test_exact_device_only_for_frames_kept_at_their_size(tokenizer, monkeypatch, height, resized):
+    processor = build_processor("qwen2_5_vl", tokenizer, max_side=112)
+    real_call = type(processor.video_processor).__call__
+    devices = []
+
+    def spy(self, videos, **kwargs):
+        devices.append(kwargs.get("device"))
+        return real_call(self, videos, **kwargs)
+
+    monkeypatch.setattr(type(processor.video_processor), "__call__", spy)
+    frames = random_frames(10, height, 112)
+    streamed = _processor_call(processor, frames, streamed=True, exact_device=torch.device("cpu"))
+    whole = _processor_call(processor, frames, streamed=False)
+    assert torch.equal(torch.cat(list(streamed["pixel_values_videos"])), whole["pixel_values_videos"])
+    # the first chunk (with the prompt) and the whole-video call as asked, the streamed chunks (read last) on
+    # the exact device unless resized
+    assert devices == [None, None] + [None if resized else "cpu"] * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_exact_device_gives_the_cpu_pixels_on_cuda(tokenizer, family):
+    processor = build_processor(family, tokenizer, max_side=max(SIZES[family]))
+    frames = random_frames(23, *SIZES[family], seed=5)
+    streamed = _processor_call(processor, frames, streamed=True, exact_device=torch.device("cuda"))
+    pixels = list(streamed["pixel_values_videos"])
+    assert pixels[0].device.type == "cpu" and pixels[-1].device.type == "cuda"
+    whole = _processor_call(processor, frames, streamed=False)
+    assert torch.equal(torch.cat([p.cpu() for p in pixels]), whole["pixel_values_videos"])
 
 
 def test_pixel_stream_bounds_work_ahead_and_reports_errors():

@@ -53,8 +53,12 @@ def bench_command(
         bool, typer.Option("--fast-prefill/--no-fast-prefill", help="Prefill chunks through causal_lower_right in the vidpress rows.")
     ] = True,
     fast_preprocess: Annotated[
-        bool, typer.Option("--fast-preprocess/--no-fast-preprocess", help="The processor on the GPU in the vidpress rows.")
-    ] = False,
+        Optional[bool],
+        typer.Option(
+            "--fast-preprocess/--no-fast-preprocess",
+            help="The processor on the GPU in the vidpress rows (default: streamed chunks that are not resized only).",
+        ),
+    ] = None,
     stream_preprocess: Annotated[
         bool, typer.Option("--stream-preprocess/--no-stream-preprocess", help="The processor streamed under the encoder in the vidpress rows.")
     ] = True,
@@ -92,15 +96,15 @@ def bench_command(
     console.print(f"wrote {path}")
 
 
-def _command(arch, frames, names, press_args, switches: dict[str, bool], max_new_tokens, max_frames: dict[str, int | None], output) -> str:
-    """The exact command line of this run, for the report (``switches``: each on/off flag by its ``--name``;
+def _command(arch, frames, names, press_args, switches: dict[str, bool | None], max_new_tokens, max_frames: dict[str, int | None], output) -> str:
+    """The exact command line of this run, for the report (``switches``: each on/off flag by its ``--name``, None when left to its default;
     ``max_frames``: the row limits given)."""
     words = ["vidpress", "bench", "--arch", arch, "--frames", frames]
     for name in names:
         words += ["--press", name]
     for item in press_args or []:
         words += ["--press-arg", item]
-    words += [flag if on else flag.replace("--", "--no-", 1) for flag, on in switches.items()]
+    words += [flag if on else flag.replace("--", "--no-", 1) for flag, on in switches.items() if on is not None]
     words += ["--max-new-tokens", str(max_new_tokens)]
     for rows, limit in max_frames.items():
         if limit is not None:

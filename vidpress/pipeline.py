@@ -83,11 +83,12 @@ class VideoQA:
         ``causal_lower_right`` bias instead of a materialised mask with repeated KV heads (vidpress.attention:
         flash attention with grouped-query heads on CUDA; bit for bit on the CPU). PivotKV's prefill of
         Qwen2.5-VL-7B at 2048 frames on an H200: 25.5 s stock, 13.1 s with this. False keeps the stock mask.
-    fast_preprocess : run the processor's resizing and normalisation on the model's device (the video
-        processor's ``device`` argument). Off by default: on an H200 the GPU resize moved a few pixels of
-        Qwen2-VL / Qwen2.5-VL inputs by one grey level (0.1 % of values) and those of Qwen3-VL, LLaVA-OneVision
-        and InternVL by up to 0.08, 0.20 and 0.20 after normalisation (the tiny test models' processors), for
-        0.6-0.7 s saved at 1024-2048 frames. False runs it on the CPU, as transformers does.
+    fast_preprocess : True runs the processor's resizing and normalisation on the model's device (the video
+        processor's ``device`` argument): on an H200 the GPU resize moved a few pixels of Qwen2-VL / Qwen2.5-VL
+        inputs by one grey level (0.1 % of values) and those of Qwen3-VL, LLaVA-OneVision and InternVL by up
+        to 0.08, 0.20 and 0.20 after normalisation (the tiny test models' processors). None (default): only
+        the streamed chunks of a video that the processor does not resize go to the GPU (no resize: the
+        same values, bit for bit). False keeps everything on the CPU, as transformers does.
     stream_preprocess : run the video processor chunk by chunk in worker threads while the vision encoder
         runs on the chunks before (Qwen-VL adapters; vidpress.adapters.streamed_processing): the same pixel
         values and prompt, the processor's time hidden behind the encoder's and the whole video's pixel
@@ -105,7 +106,7 @@ class VideoQA:
         compile_vision: bool = False,
         fast_decode: bool = True,
         fast_prefill: bool = True,
-        fast_preprocess: bool = False,
+        fast_preprocess: bool | None = None,
         stream_preprocess: bool = True,
     ):
         if compile_vision and not fast_vision:
@@ -113,6 +114,8 @@ class VideoQA:
         self.adapter: VideoAdapter = adapter_for(model, processor)
         if fast_preprocess:
             self.adapter.preprocess_device = model.device
+        elif fast_preprocess is None and model.device.type == "cuda":
+            self.adapter.exact_preprocess_device = model.device
         use_per_layer_sdpa(model)
         if fast_vision:
             enable_fast_vision(model, "inductor" if compile_vision else None)
@@ -135,7 +138,7 @@ class VideoQA:
         compile_vision: bool = False,
         fast_decode: bool = True,
         fast_prefill: bool = True,
-        fast_preprocess: bool = False,
+        fast_preprocess: bool | None = None,
         stream_preprocess: bool = True,
         **kwargs,
     ) -> VideoQA:

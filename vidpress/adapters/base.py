@@ -132,6 +132,8 @@ class VideoAdapter(ABC):
         self.preprocess_device: torch.device | None = None  # where the processor resizes and normalises (None: CPU)
         # frames per chunk of a streamed preprocessing (adapters with ``streams_pixels``; None: the whole video at once)
         self.stream_frames: int | None = None
+        # where streamed chunks are processed when the processor resizes nothing (the same values as on the CPU)
+        self.exact_preprocess_device: torch.device | None = None
 
     # -- what the presses and the pipeline read ---------------------------------------------------------
     @property
@@ -239,12 +241,16 @@ class VideoAdapter(ABC):
         vision tower casts them first thing: the same values, half the memory in bf16. With ``stream_frames``
         set on an adapter that ``streams_pixels``, they come as a
         :class:`~vidpress.adapters.streamed_processing.PixelStream` of chunks processed by worker threads
-        while the encoder runs (the same values; the whole video at once where that cannot be shown).
+        while the encoder runs (the same values; the whole video at once where that cannot be shown), on
+        ``exact_preprocess_device`` when the processor resizes nothing.
         """
         if self.preprocess_device is not None:
             kwargs["device"] = str(self.preprocess_device)
         if self.streams_pixels and self.stream_frames:
-            streamed = stream_processor(self.processor, text, video.frames, self.stream_frames, self.model.dtype, **kwargs)
+            streamed = stream_processor(
+                self.processor, text, video.frames, self.stream_frames, self.model.dtype,
+                exact_device=self.exact_preprocess_device, **kwargs,
+            )
             if streamed is not None:
                 return streamed
         inputs = self.processor(text=[text], videos=[video.frames], return_tensors="pt", **kwargs)

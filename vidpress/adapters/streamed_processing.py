@@ -12,6 +12,12 @@ depends on the number of frames (a pixel budget over the whole video), so the st
 video processor's own patch count (``get_num_of_video_patches``) gives the first chunk and the whole video
 the same patches per temporal unit; otherwise :func:`stream_processor` returns None and the caller processes
 the whole video at once.
+
+Given an ``exact_device`` (a GPU), the chunks after the first are processed there when the first chunk shows
+that the video processor keeps the frames' size: without a resize its work is a cast, an affine normalisation
+and a reshape, the same float32 values on any device (measured bit for bit on an H200 for Qwen2.5-VL at
+448x252). A resize on the GPU moves some pixels (see ``VideoQA(fast_preprocess=...)``), so resized videos
+stay on the CPU.
 """
 
 from __future__ import annotations
@@ -120,15 +126,22 @@ def _same_size_per_unit(video_processor: Any, kwargs: dict[str, Any], frames: np
     return {count(length, height, width, kwargs) * step // length for length in lengths} == {grid[1] * grid[2]}
 
 
+def _keeps_size(video_processor: Any, frames: np.ndarray, grid: list[int]) -> bool:
+    """Whether the processed ``grid`` [t, h, w] (in patches) covers ``frames`` [T, H, W, C] at their own size."""
+    patch = video_processor.patch_size
+    return (grid[1] * patch, grid[2] * patch) == tuple(frames.shape[1:3])
+
+
 def stream_processor(
     processor: ProcessorMixin, text: str, frames: np.ndarray, chunk_frames: int, dtype: torch.dtype,
-    workers: int = 2, **kwargs,
+    workers: int = 2, exact_device: torch.device | None = None, **kwargs,
 ) -> BatchFeature | None:
     """The processor's output on ``text`` and one video ``frames`` [T, H, W, C], its pixels as a :class:`PixelStream`.
 
     ``chunk_frames`` (rounded up to the temporal patch size) frames per chunk; ``kwargs`` go to the processor
     as in a whole-video call. Returns None when a chunk's resized size could differ from the whole video's
     (see the module docstring) or the video fits one chunk; everything else equals the whole-video call.
+    ``exact_device``: where the later chunks are processed when nothing is resized (module docstring).
     """
     real = processor.video_processor
     step = real.temporal_patch_size
@@ -139,10 +152,12 @@ def stream_processor(
     with _video_processor_replaced(processor, stand_in):
         inputs = processor(text=[text], videos=[frames], return_tensors="pt", **kwargs)
     video_kwargs = stand_in.kwargs
-    if not _same_size_per_unit(real, video_kwargs, frames, chunk, inputs["video_grid_thw"][0].tolist()):
+    grid = inputs["video_grid_thw"][0].tolist()
+    if not _same_size_per_unit(real, video_kwargs, frames, chunk, grid):
         return None
-
-    rows_per_unit = int(inputs["video_grid_thw"][0, 1:].prod())
+    if exact_device is not None and "device" not in video_kwargs and _keeps_size(real, frames, grid):
+        video_kwargs = {**video_kwargs, "device": str(exact_device)}
+    rows_per_unit = grid[1] * grid[2]
 
     def process(part: np.ndarray) -> torch.Tensor:
         """A short last part is padded with its last frame (as the processor pads the last temporal unit)

@@ -61,8 +61,9 @@ class Settings:
     fast_decode : decode the vidpress rows into reserved KV buffers (:mod:`vidpress.fast.decode`); False keeps
         the stock dynamic cache, for comparison.
     fast_prefill : prefill chunks of the vidpress rows through ``causal_lower_right`` (``VideoQA(fast_prefill=...)``).
-    fast_preprocess : run the processor of the vidpress rows on the GPU (the transformers rows always run
-        it on the CPU, transformers' default).
+    fast_preprocess : the processor of the vidpress rows on the GPU: True always, None only for the streamed
+        chunks of videos it does not resize (``VideoQA(fast_preprocess=...)``); the transformers rows always
+        run it on the CPU, transformers' default.
     stream_preprocess : stream the processor of the vidpress rows chunk by chunk, overlapped with the vision
         encoder (``VideoQA(stream_preprocess=...)``); their "preprocess s" is then the time not hidden.
     max_new_tokens : greedy tokens per answer (decode ms/token is averaged over them).
@@ -79,7 +80,7 @@ class Settings:
     compile_vision: bool = False
     fast_decode: bool = True
     fast_prefill: bool = True
-    fast_preprocess: bool = False
+    fast_preprocess: bool | None = None
     stream_preprocess: bool = True
     max_new_tokens: int = 32
     stock_max_frames: int | None = None
