@@ -32,6 +32,8 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 PIXELS = "pixel_values_videos"
+FIRST_CHUNK_FRAMES = 16
+"""Frames of the first chunk, processed before the prompt is returned (later chunks: ``chunk_frames``)."""
 
 
 class PixelStream:
@@ -109,12 +111,14 @@ def _video_processor_replaced(processor: ProcessorMixin, stand_in: Any) -> Itera
         processor.video_processor = real
 
 
-def _same_size_per_unit(video_processor: Any, kwargs: dict[str, Any], frames: np.ndarray, chunk: int, grid: list[int]) -> bool:
-    """Whether the video processor resizes a ``chunk``-frame slice (processed: ``grid`` [t, h, w]) and the
-    whole video to the same size.
+def _same_size_per_unit(
+    video_processor: Any, kwargs: dict[str, Any], frames: np.ndarray, chunks: tuple[int, ...], grid: list[int]
+) -> bool:
+    """Whether the video processor resizes slices of each length in ``chunks`` (the first one processed:
+    ``grid`` [t, h, w]) and the whole video to the same size.
 
-    Asked of its own patch count at whole temporal units only (``chunk`` and the whole length rounded down
-    and up to them; the size shrinks monotonically with the frame count, so equal sizes at both roundings
+    Asked of its own patch count at whole temporal units only (the ``chunks`` and the whole length rounded
+    down and up to them; the size shrinks monotonically with the frame count, so equal sizes at both roundings
     hold in between); equal patches per unit mean equal height and width, which smart resizing moves together.
     """
     count = getattr(video_processor, "get_num_of_video_patches", None)
@@ -122,7 +126,7 @@ def _same_size_per_unit(video_processor: Any, kwargs: dict[str, Any], frames: np
         return False
     height, width = frames.shape[1:3]
     step = video_processor.temporal_patch_size
-    lengths = {chunk, len(frames) // step * step, -(-len(frames) // step) * step}
+    lengths = {*chunks, len(frames) // step * step, -(-len(frames) // step) * step}
     return {count(length, height, width, kwargs) * step // length for length in lengths} == {grid[1] * grid[2]}
 
 
@@ -138,7 +142,8 @@ def stream_processor(
 ) -> BatchFeature | None:
     """The processor's output on ``text`` and one video ``frames`` [T, H, W, C], its pixels as a :class:`PixelStream`.
 
-    ``chunk_frames`` (rounded up to the temporal patch size) frames per chunk; ``kwargs`` go to the processor
+    ``chunk_frames`` (rounded up to the temporal patch size) frames per chunk, the first chunk at most
+    :data:`FIRST_CHUNK_FRAMES` (the prompt waits for it: the encoder starts sooner); ``kwargs`` go to the processor
     as in a whole-video call. Returns None when a chunk's resized size could differ from the whole video's
     (see the module docstring) or the video fits one chunk; everything else equals the whole-video call.
     ``exact_device``: where the later chunks are processed when nothing is resized (module docstring).
@@ -146,14 +151,15 @@ def stream_processor(
     real = processor.video_processor
     step = real.temporal_patch_size
     chunk = -(-chunk_frames // step) * step
+    first = min(chunk, -(-FIRST_CHUNK_FRAMES // step) * step)
     if len(frames) <= chunk:
         return None
-    stand_in = _FirstChunkVideoProcessor(real, chunk)
+    stand_in = _FirstChunkVideoProcessor(real, first)
     with _video_processor_replaced(processor, stand_in):
         inputs = processor(text=[text], videos=[frames], return_tensors="pt", **kwargs)
     video_kwargs = stand_in.kwargs
     grid = inputs["video_grid_thw"][0].tolist()
-    if not _same_size_per_unit(real, video_kwargs, frames, chunk, grid):
+    if not _same_size_per_unit(real, video_kwargs, frames, (first, chunk), grid):
         return None
     if exact_device is not None and "device" not in video_kwargs and _keeps_size(real, frames, grid):
         video_kwargs = {**video_kwargs, "device": str(exact_device)}
@@ -166,6 +172,6 @@ def stream_processor(
         padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), axis=0)])
         return real([padded], **video_kwargs)[PIXELS][: units * rows_per_unit]
 
-    rest = [frames[start : start + chunk] for start in range(chunk, len(frames), chunk)]
+    rest = [frames[start : start + chunk] for start in range(first, len(frames), chunk)]
     inputs[PIXELS] = PixelStream(inputs[PIXELS], rest, process, dtype, workers)
     return inputs
