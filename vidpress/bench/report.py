@@ -18,8 +18,8 @@ HEADER = """# Benchmarks
 Measured by `vidpress bench`: random-weight models of the real architectures (configs in
 `vidpress/bench/configs/`), a synthetic 2 fps mp4 decoded through `vidpress.video.load_video`, greedy
 decoding. `transformers` rows are plain `model.generate` (stock SDPA); `vidpress` rows are `VideoQA.ask`.
-Stage columns: file decode, preprocess (the HF processor, on the CPU unless `--fast-preprocess` puts it on
-the GPU in vidpress rows; the prompt; vidpress's positions), vision encoder, select (the
+Stage columns: file decode, preprocess (the HF processor and the prompt, vidpress's positions; in the
+vidpress rows streamed under the vision encoder by default, so the time not hidden), vision encoder, select (the
 token-stage presses: QC-Comp's scoring passes, DPSelect, ToMe), LLM prefill (with its FLOPs in TFLOP: each
 decoder layer's own tokens and the query-key pairs its attention scored, as the prefill ran them), first
 token (preprocess + vision + select + prefill), decode ms/token over the answer's "new tokens" (one-off
