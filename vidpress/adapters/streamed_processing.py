@@ -9,8 +9,8 @@ whole video's pixel values never exist at once.
 Exactness: a video processor that resizes, normalises and patchifies frame by frame gives every chunk the
 rows the whole video would get, provided each chunk is resized to the whole video's size. Qwen3-VL's size
 depends on the number of frames (a pixel budget over the whole video), so the stream is only used when the
-video processor's own patch count (``get_num_of_video_patches``) gives the first chunk and the whole video
-the same patches per temporal unit; otherwise :func:`stream_processor` returns None and the caller processes
+video processor's own patch count (``get_num_of_video_patches``) gives the chunks' lengths and the whole
+video the same patches per temporal unit; otherwise :func:`stream_processor` returns None and the caller processes
 the whole video at once.
 
 Given an ``exact_device`` (a GPU), the chunks after the first are processed there when the first chunk shows
@@ -86,14 +86,13 @@ class _FirstChunkVideoProcessor:
     def __init__(self, real: Any, frames: int):
         self.real, self.frames = real, frames
         self.kwargs: dict[str, Any] | None = None
-        self.total_frames = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
     def __call__(self, videos, **kwargs) -> BatchFeature:
         (frames,) = videos
-        self.kwargs, self.total_frames = kwargs, len(frames)
+        self.kwargs = kwargs
         out = self.real([frames[: self.frames]], **kwargs)
         grid = out["video_grid_thw"].clone()
         grid[0, 0] = -(-len(frames) // self.real.temporal_patch_size)
@@ -169,8 +168,9 @@ def stream_processor(
         """A short last part is padded with its last frame (as the processor pads the last temporal unit)
         to ``chunk`` frames, the size checked above, and its extra rows dropped."""
         units = -(-len(part) // step)
-        padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), axis=0)])
-        return real([padded], **video_kwargs)[PIXELS][: units * rows_per_unit]
+        if len(part) < chunk:
+            part = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), axis=0)])
+        return real([part], **video_kwargs)[PIXELS][: units * rows_per_unit]
 
     rest = [frames[start : start + chunk] for start in range(first, len(frames), chunk)]
     inputs[PIXELS] = PixelStream(inputs[PIXELS], rest, process, dtype, workers)
