@@ -102,6 +102,7 @@ class _FirstChunkVideoProcessor:
 
 @contextlib.contextmanager
 def _video_processor_replaced(processor: ProcessorMixin, stand_in: Any) -> Iterator[None]:
+    """``processor.video_processor`` is ``stand_in`` inside (the processor is not to be shared with another thread meanwhile)."""
     real = processor.video_processor
     processor.video_processor = stand_in
     try:
