@@ -144,6 +144,8 @@ def table_rows(markdown: str) -> list[list[str]]:
 def test_bench_cli_writes_a_table_with_every_row(cli_run):
     output, markdown, _ = cli_run
     assert "vidpress bench --arch tiny --frames 8,16 --press uniform --press-arg num_frames=4" in markdown
+    # flags as run: the tri-state --fast-preprocess is left out when not given
+    assert "--stream-preprocess" in markdown and "fast-preprocess" not in markdown.split("Command:")[1].splitlines()[0]
     assert "## tiny on cpu" in markdown and "TFLOP/s" in markdown
     rows = table_rows(markdown)
     assert [(r[1], r[2]) for r in rows] == [
