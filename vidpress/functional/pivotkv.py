@@ -55,11 +55,6 @@ def _tensor_core_products(x: Tensor) -> bool:
     return x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
 
 
-def _as_product_input(x: Tensor) -> Tensor:
-    """``x`` as the scores' products take it: kept in bf16 / fp16 on CUDA (see :func:`_float32_bmm`), else float32."""
-    return x if _tensor_core_products(x) else x.float()
-
-
 def _float32_bmm(a: Tensor, b: Tensor) -> Tensor:
     """Float32 ``a @ b`` of [B, n, k] by [B, k, m].
 
@@ -114,14 +109,17 @@ def _attention_column_sums(
     if scaling is None:
         scaling = 1.0 / math.sqrt(head_dim)
 
-    q = _as_product_input(query[0]).reshape(num_kv_heads, groups, q_len, head_dim)
-    k_t = _as_product_input(key[0]).transpose(1, 2)  # [H_kv, D, Lk]
+    # the products' inputs: kept in bf16 / fp16 on CUDA when all share that dtype (see _float32_bmm), else float32
+    operands = [t for t in (query, key, extra_key) if t is not None]
+    keep = all(_tensor_core_products(t) and t.dtype == query.dtype for t in operands)
+    q = (query[0] if keep else query[0].float()).reshape(num_kv_heads, groups, q_len, head_dim)
+    k_t = (key[0] if keep else key[0].float()).transpose(1, 2)  # [H_kv, D, Lk]
     if extra_key is not None:
         if extra_key.ndim != 4 or extra_key.shape[0] != 1 or extra_key.shape[1] != num_kv_heads:
             raise ValueError(f"extra_key must be [1, {num_kv_heads}, {q_len}, {head_dim}]")
         if extra_key.shape[2] != q_len or extra_key.shape[3] != head_dim:
             raise ValueError(f"extra_key must be [1, {num_kv_heads}, {q_len}, {head_dim}]")
-        xk_t = _as_product_input(extra_key[0]).transpose(1, 2)  # [H_kv, D, Lq]
+        xk_t = (extra_key[0] if keep else extra_key[0].float()).transpose(1, 2)  # [H_kv, D, Lq]
 
     sums = torch.zeros(num_kv_heads, groups, k_len, dtype=torch.float32, device=query.device)
     for start in range(0, q_len, query_block):
