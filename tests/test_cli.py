@@ -26,6 +26,30 @@ def test_ask_json_with_press(tiny_checkpoints, small_video_path):
     assert out["stats"]["press"]["UniformFramePress"] == {"num_frames": 4}
 
 
+@pytest.mark.parametrize("flags,expected", [
+    ([], {"stream_preprocess": True, "fast_preprocess": None}),
+    (["--no-stream-preprocess", "--no-fast-preprocess"], {"stream_preprocess": False, "fast_preprocess": False}),
+    (["--fast-preprocess"], {"stream_preprocess": True, "fast_preprocess": True}),
+])
+def test_ask_preprocessing_switches_reach_the_model(tiny_checkpoints, small_video_path, monkeypatch, flags, expected):
+    from vidpress.pipeline import VideoQA
+
+    seen = {}
+    real = VideoQA.from_pretrained
+
+    def from_pretrained(name, **kwargs):
+        seen.update(kwargs)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(VideoQA, "from_pretrained", from_pretrained)
+    result = runner.invoke(app, [
+        "ask", str(small_video_path), "What happened?", "--model", str(tiny_checkpoints["qwen2_5_vl"]),
+        "--frames", "8", "--device", "cpu", "--json", "--max-new-tokens", "2", *flags,
+    ])
+    assert result.exit_code == 0, result.output
+    assert {key: seen[key] for key in expected} == expected
+
+
 def test_ask_reports_a_bad_video(tiny_checkpoints, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")

@@ -55,6 +55,16 @@ def ask(
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16, float32 (default: bf16 on GPU).")] = None,
     fast_vision: Annotated[bool, typer.Option(help="Batched vision attention, aligned MLPs (stock outputs up to rounding).")] = True,
     compile_vision: Annotated[bool, typer.Option(help="torch.compile the vision blocks (pays on long videos).")] = False,
+    stream_preprocess: Annotated[
+        bool, typer.Option(help="Run the video processor chunk by chunk under the vision encoder (same pixels).")
+    ] = True,
+    fast_preprocess: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--fast-preprocess/--no-fast-preprocess",
+            help="The video processor on the GPU (default: only streamed chunks it does not resize, the CPU's values).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Ask QUESTION about VIDEO with MODEL, optionally compressing with presses."""
@@ -62,7 +72,10 @@ def ask(
     from vidpress.video import VideoError
 
     presses = build_presses(press, press_arg)
-    qa = VideoQA.from_pretrained(model, device=device, dtype=dtype, fast_vision=fast_vision, compile_vision=compile_vision)
+    qa = VideoQA.from_pretrained(
+        model, device=device, dtype=dtype, fast_vision=fast_vision, compile_vision=compile_vision,
+        stream_preprocess=stream_preprocess, fast_preprocess=fast_preprocess,
+    )
     try:
         answer = qa.ask(
             video, question, press=presses, num_frames=frames, fps=fps, max_frames=max_frames,
