@@ -29,6 +29,11 @@ CHUNK_PATCHES = 73_728
 activation memory; on an H200 256-frame calls took 2.47 s for 1024 frames against 2.72 s in 64-frame calls."""
 
 
+def _units_per_call(height: int, width: int) -> int:
+    """Temporal units of ``height`` x ``width`` patches in one encoder call by default (:data:`CHUNK_PATCHES`)."""
+    return max(1, CHUNK_PATCHES // max(1, height * width))
+
+
 class QwenVLAdapter(VideoAdapter):
     """Qwen2-VL and Qwen2.5-VL: one block of video tokens, T' = frames / 2 temporal units of H' x W' tokens."""
 
@@ -75,8 +80,7 @@ class QwenVLAdapter(VideoAdapter):
         """Frames per streamed preprocessing chunk: about :data:`CHUNK_PATCHES` patches of ``video``'s frames."""
         patch = self.processor.video_processor.patch_size
         height, width = video.frames.shape[1:3]
-        units = max(1, CHUNK_PATCHES // max(1, (height // patch) * (width // patch)))
-        return units * self.temporal_patch_size
+        return _units_per_call(height // patch, width // patch) * self.temporal_patch_size
 
     # -- vision ------------------------------------------------------------------------------------------
     def _vision_chunks(self, inputs: BatchFeature, chunk_frames: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -88,7 +92,7 @@ class QwenVLAdapter(VideoAdapter):
             for rows in pixels:
                 yield rows, torch.tensor([[len(rows) // (h * w), h, w]])
             return
-        units = max(1, chunk_frames // self.temporal_patch_size if chunk_frames else CHUNK_PATCHES // (h * w))
+        units = max(1, chunk_frames // self.temporal_patch_size) if chunk_frames else _units_per_call(h, w)
         for start in range(0, t, units):
             stop = min(t, start + units)
             grid = torch.tensor([[stop - start, h, w]], device=pixels.device)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -61,18 +62,12 @@ class PixelStream:
         yield self.first.to(self.dtype)
         self.first = None
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vidpress-preprocess") as pool:
-            pending: deque[Future] = deque()
             chunks = iter(self.rest)
+            pending: deque[Future] = deque(pool.submit(self.process, c) for c in islice(chunks, self.workers))
             try:
-                for chunk in chunks:
-                    pending.append(pool.submit(self.process, chunk))
-                    if len(pending) == self.workers:
-                        break
                 while pending:
                     pixels = pending.popleft().result().to(self.dtype)
-                    for chunk in chunks:
-                        pending.append(pool.submit(self.process, chunk))
-                        break
+                    pending.extend(pool.submit(self.process, c) for c in islice(chunks, 1))
                     yield pixels
             finally:
                 for future in pending:
@@ -111,23 +106,24 @@ def _video_processor_replaced(processor: ProcessorMixin, stand_in: Any) -> Itera
         processor.video_processor = real
 
 
-def _same_size_per_unit(
-    video_processor: Any, kwargs: dict[str, Any], frames: np.ndarray, chunks: tuple[int, ...], grid: list[int]
-) -> bool:
-    """Whether the video processor resizes slices of each length in ``chunks`` (the first one processed:
-    ``grid`` [t, h, w]) and the whole video to the same size.
+def _patches_per_unit(
+    video_processor: Any, kwargs: dict[str, Any], frames: np.ndarray, chunks: tuple[int, ...]
+) -> set[int]:
+    """The patches per temporal unit that the video processor's own count gives slices of each length in
+    ``chunks`` and the whole video ``frames`` [T, H, W, C]: one value when all are resized to the same size
+    (empty when the processor cannot count).
 
-    Asked of its own patch count at whole temporal units only (the ``chunks`` and the whole length rounded
-    down and up to them; the size shrinks monotonically with the frame count, so equal sizes at both roundings
-    hold in between); equal patches per unit mean equal height and width, which smart resizing moves together.
+    Asked at whole temporal units only (the ``chunks`` and the whole length rounded down and up to them; the
+    size shrinks monotonically with the frame count, so equal sizes at both roundings hold in between); equal
+    patches per unit mean equal height and width, which smart resizing moves together.
     """
     count = getattr(video_processor, "get_num_of_video_patches", None)
     if count is None:
-        return False
+        return set()
     height, width = frames.shape[1:3]
     step = video_processor.temporal_patch_size
     lengths = {*chunks, len(frames) // step * step, -(-len(frames) // step) * step}
-    return {count(length, height, width, kwargs) * step // length for length in lengths} == {grid[1] * grid[2]}
+    return {count(length, height, width, kwargs) * step // length for length in lengths}
 
 
 def _keeps_size(video_processor: Any, frames: np.ndarray, grid: list[int]) -> bool:
@@ -152,14 +148,14 @@ def stream_processor(
     step = real.temporal_patch_size
     chunk = -(-chunk_frames // step) * step
     first = min(chunk, -(-FIRST_CHUNK_FRAMES // step) * step)
-    if len(frames) <= chunk:
-        return None
+    if len(frames) <= chunk or len(_patches_per_unit(real, kwargs, frames, (first, chunk))) != 1:
+        return None  # (checked again below with the arguments the processor passes on)
     stand_in = _FirstChunkVideoProcessor(real, first)
     with _video_processor_replaced(processor, stand_in):
         inputs = processor(text=[text], videos=[frames], return_tensors="pt", **kwargs)
     video_kwargs = stand_in.kwargs
     grid = inputs["video_grid_thw"][0].tolist()
-    if not _same_size_per_unit(real, video_kwargs, frames, (first, chunk), grid):
+    if _patches_per_unit(real, video_kwargs, frames, (first, chunk)) != {grid[1] * grid[2]}:
         return None
     if exact_device is not None and "device" not in video_kwargs and _keeps_size(real, frames, grid):
         video_kwargs = {**video_kwargs, "device": str(exact_device)}
