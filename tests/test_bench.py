@@ -121,7 +121,8 @@ def cli_run(tmp_path_factory):
     app = typer.Typer()
     app.command()(bench_command)
     args = [
-        "--arch", "tiny", "--frames", "8,16", "--press", "uniform", "--press-arg", "num_frames=4",
+        "--arch", "tiny", "--frames", "8,16", "--press", "uniform", "--press", "dedup+uniform",
+        "--press-arg", "uniform.num_frames=4", "--press-arg", "dedup.threshold=0.05",
         "--max-new-tokens", "3", "--output", str(folder / "benchmarks.md"), "--video-dir", str(folder),
     ]
     runs = []
@@ -143,7 +144,7 @@ def table_rows(markdown: str) -> list[list[str]]:
 
 def test_bench_cli_writes_a_table_with_every_row(cli_run):
     output, markdown, _ = cli_run
-    assert "vidpress bench --arch tiny --frames 8,16 --press uniform --press-arg num_frames=4" in markdown
+    assert "vidpress bench --arch tiny --frames 8,16 --press uniform --press dedup+uniform --press-arg uniform.num_frames=4" in markdown
     # flags as run: the tri-state --fast-preprocess is left out when not given
     assert "--stream-preprocess" in markdown and "fast-preprocess" not in markdown.split("Command:")[1].splitlines()[0]
     assert "## tiny on cpu" in markdown and "TFLOP/s" in markdown
@@ -151,7 +152,9 @@ def test_bench_cli_writes_a_table_with_every_row(cli_run):
     assert [(r[1], r[2]) for r in rows] == [
         (frames, method)
         for frames in ("8", "16")
-        for method in ("transformers", "vidpress", "vidpress + uniform(num_frames=4)")
+        for method in (
+            "transformers", "vidpress", "vidpress + uniform(num_frames=4)", "vidpress + dedup(threshold=0.05)+uniform(num_frames=4)"
+        )
     ]
     assert "transformers" in output and "vidpress + uniform" in output
 
@@ -159,7 +162,7 @@ def test_bench_cli_writes_a_table_with_every_row(cli_run):
 def test_bench_numbers_are_positive(cli_run):
     *_, result = cli_run
     assert result.peaks.flops > 0 and result.peaks.bandwidth > 0
-    assert len(result.rows) == 6
+    assert len(result.rows) == 8
     for row in result.rows:
         assert row.ok, row
         for name in ("llm_tokens", "kv_gib", "decode_s", "preprocess_s", "vision_s", "prefill_s", "first_token_s",
@@ -168,7 +171,7 @@ def test_bench_numbers_are_positive(cli_run):
         assert row.first_token_s >= row.vision_s + row.prefill_s
     plain = [row for row in result.rows if row.method == "vidpress"]
     assert [row.same_tokens_as_stock for row in plain] == [True, True], "vidpress must answer like model.generate"
-    uniform = [row for row in result.rows if "uniform" in row.method]
+    uniform = [row for row in result.rows if row.method.endswith("+ uniform(num_frames=4)")]
     assert uniform[1].llm_tokens < plain[1].llm_tokens, "the frame press must shorten the LLM input"
     assert uniform[1].vision_floor_s < plain[1].vision_floor_s, "fewer frames must cost the encoder less"
 

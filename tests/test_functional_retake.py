@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -134,6 +135,14 @@ def test_frame_distances_values():
     torch.testing.assert_close(d, expected, atol=1e-5, rtol=0)
     # bf16 input is upcast: still float32 output
     assert frame_distances(feats.bfloat16()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 256])
+def test_frame_distances_in_blocks_equal_the_whole_video(block, monkeypatch):
+    monkeypatch.setattr(importlib.import_module("vidpress.functional.dpselect"), "DISTANCE_BLOCK_FRAMES", block)
+    feats = torch.randn(10, 4, 6, generator=torch.Generator().manual_seed(3)).bfloat16()
+    whole = 1.0 - torch.nn.functional.cosine_similarity(feats[:-1].float(), feats[1:].float(), dim=-1)
+    assert torch.equal(frame_distances(feats), torch.cat([torch.ones(1, 4), whole]))
 
 
 def test_window_peaks_tie_rule_earliest_wins():

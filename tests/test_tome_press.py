@@ -10,7 +10,7 @@ import torch
 from vidpress import Video, load_video
 from vidpress.functional.tome import tome_clip_merge
 from vidpress.presses import PressContext
-from vidpress.presses.tome import ToMePress, merge_clip
+from vidpress.presses.tome import ToMePress, merge_clips
 from tests.helpers import random_frames
 
 QUESTION = "What object appeared in the video?"
@@ -35,32 +35,46 @@ def test_keep_everything_equals_no_press(tiny_qa, family):
 
 
 @pytest.mark.parametrize("frames,per_frame,target", [(4, 6, 2), (3, 16, 4), (1, 9, 1), (2, 7, 3)])
-def test_merge_clip_equals_the_functional_core(frames, per_frame, target):
+def test_merge_clips_equals_the_functional_core(frames, per_frame, target):
     tokens = torch.randn(frames, per_frame, 8, generator=torch.Generator().manual_seed(frames * per_frame))
-    merge = merge_clip(tokens, target)
+    merge = merge_clips(tokens[None], target)
     merged, _, sources = tome_clip_merge(tokens, target, return_sources=True)
-    torch.testing.assert_close(merge.merged, merged, rtol=1e-6, atol=1e-6)
-    assert torch.equal(merge.sources, sources)
-    assert len(merge.representatives) == frames * target == len(set(merge.representatives.tolist()))
-    assert torch.equal(merge.sources[merge.representatives], torch.arange(frames * target))
+    torch.testing.assert_close(merge.merged[0], merged, rtol=1e-6, atol=1e-6)
+    assert torch.equal(merge.sources[0], sources)
+    representatives = merge.representatives[0]
+    assert len(representatives) == frames * target == len(set(representatives.tolist()))
+    assert torch.equal(sources[representatives], torch.arange(frames * target))
     flat = tokens.flatten(0, 1)
-    torch.testing.assert_close(merge.merged, merge.average(flat), rtol=1e-5, atol=1e-6)
-    alone = torch.bincount(merge.sources, minlength=frames * target) == 1
-    assert torch.equal(merge.merged[alone], flat[merge.representatives[alone]])
+    torch.testing.assert_close(merge.merged, merge.average(flat[None]), rtol=1e-5, atol=1e-6)
+    alone = torch.bincount(sources, minlength=frames * target) == 1
+    assert torch.equal(merged[alone], flat[representatives[alone]])
+
+
+def test_batched_clips_merge_as_each_clip_alone():
+    tokens = torch.randn(5, 3, 10, 8, generator=torch.Generator().manual_seed(1))
+    batch = merge_clips(tokens, 4)
+    for clip in range(5):
+        alone = merge_clips(tokens[clip : clip + 1], 4)
+        torch.testing.assert_close(batch.merged[clip], alone.merged[0], rtol=1e-6, atol=1e-6)
+        assert torch.equal(batch.sources[clip], alone.sources[0])
+        assert torch.equal(batch.representatives[clip], alone.representatives[0])
 
 
 def test_representative_is_the_b_token_of_a_one_round_merge():
     # six tokens, one round (r = 1): the most similar A token merges into its B partner, which keeps its slot
     tokens = torch.eye(6).unsqueeze(0)
     tokens[0, 2] = tokens[0, 5] + 0.01  # A token 2 is nearly B token 5
-    merge = merge_clip(tokens, 5)
-    group = (merge.sources == merge.sources[2]).nonzero().squeeze(1).tolist()
+    merge = merge_clips(tokens[None], 5)
+    sources, representatives = merge.sources[0], merge.representatives[0]
+    group = (sources == sources[2]).nonzero().squeeze(1).tolist()
     assert group == [2, 5]
-    assert int(merge.representatives[merge.sources[2]]) == 5
-    assert 2 not in merge.representatives.tolist()
+    assert int(representatives[sources[2]]) == 5
+    assert 2 not in representatives.tolist()
 
 
-def test_press_counts_values_and_slots(tiny_qa, family):
+@pytest.mark.parametrize("clips_per_call", [1, 32])
+def test_press_counts_values_and_slots(tiny_qa, family, clips_per_call, monkeypatch):
+    monkeypatch.setattr("vidpress.presses.tome.CLIPS_PER_CALL", clips_per_call)
     qa = tiny_qa[family]
     encoded = encode(qa, 16)  # 8 temporal units
     original = copy.copy(encoded)

@@ -37,10 +37,22 @@ def press_label(name: str, press) -> str:
     return f"{name}({', '.join(changed)})"
 
 
+def press_rows(entries: list[str], press_args: list[str] | None) -> list[tuple[str, list]]:
+    """(label, presses) of each ``--press`` entry, ``"a+b"`` giving presses a then b in one row; the ``--press-arg``
+    values reach every press of their name."""
+    rows = [entry.split("+") for entry in entries]
+    built = iter(build_presses([name for row in rows for name in row], press_args))
+    labelled = [[(name, next(built)) for name in row] for row in rows]
+    return [("+".join(press_label(name, p) for name, p in row), [p for _, p in row]) for row in labelled]
+
+
 def bench_command(
     arch: Annotated[str, typer.Option(help="Comma-separated architectures: qwen2_5_vl_7b, qwen3_vl_8b, tiny, tiny_qwen3_vl.")] = DEFAULT_ARCHS,
     frames: Annotated[str, typer.Option(help="Comma-separated frame counts (2 fps, 448 px long side).")] = DEFAULT_FRAMES,
-    press: Annotated[Optional[list[str]], typer.Option("--press", help="A press to time as its own row (repeatable).")] = None,
+    press: Annotated[
+        Optional[list[str]],
+        typer.Option("--press", help="A press to time as its own row (repeatable); presses joined by + make one row, applied in order."),
+    ] = None,
     press_arg: PressArgOption = None,
     fast_vision: Annotated[
         bool, typer.Option("--fast-vision/--no-fast-vision", help="Batched vision attention and aligned MLPs in the vidpress rows.")
@@ -77,7 +89,7 @@ def bench_command(
     from vidpress.bench import Settings, console_table, markdown_row, run_bench, write_markdown
 
     names = press or []
-    presses = [(press_label(name, p), p) for name, p in zip(names, build_presses(names, press_arg))]
+    presses = press_rows(names, press_arg)
     fast = {"vision": fast_vision, "decode": fast_decode, "prefill": fast_prefill, "preprocess": fast_preprocess}
     switches = {f"--fast-{name}": on for name, on in fast.items()} | {"--compile-vision": compile_vision, "--stream-preprocess": stream_preprocess}
     try:

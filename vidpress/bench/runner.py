@@ -53,7 +53,7 @@ class Settings:
     ----------
     archs : architecture names (see :data:`vidpress.bench.archs.ARCHS`).
     frames : frame counts (frames sampled at 2 fps from a video that long).
-    presses : (label, press) pairs, each a vidpress row besides the press-free one.
+    presses : (label, presses) pairs, each a vidpress row besides the press-free one.
     fast_vision : run the vidpress rows on the fast vision path (:mod:`vidpress.fast.vision`).
     compile_vision : with it, the vision blocks under ``torch.compile`` (compiled during the warm-up, which
         then also answers on a video of :data:`COMPILE_WARMUP_FRAMES` frames, or the shortest, so the rows'
@@ -75,7 +75,7 @@ class Settings:
 
     archs: Sequence[str]
     frames: Sequence[int]
-    presses: Sequence[tuple[str, Press]] = ()
+    presses: Sequence[tuple[str, Press | Sequence[Press]]] = ()
     fast_vision: bool = True
     compile_vision: bool = False
     fast_decode: bool = True
@@ -273,7 +273,9 @@ class ArchBench:
             **self._floors(length, length),
         )
 
-    def vidpress(self, path: Path, frames: int, press: Press | None, max_new_tokens: int, method: str = VIDPRESS) -> Row:
+    def vidpress(
+        self, path: Path, frames: int, press: Press | Sequence[Press] | None, max_new_tokens: int, method: str = VIDPRESS
+    ) -> Row:
         """A vidpress row: ``VideoQA.ask`` on the file with ``press``, timed by its own stage statistics."""
         clock = self.clock
         clock.reset()

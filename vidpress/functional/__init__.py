@@ -22,7 +22,7 @@ from vidpress.functional.qccomp import (
     qccomp_select,
     qccomp_windows,
 )
-from vidpress.functional.tome import tome_clip_merge, tome_merge_schedule, tome_video
+from vidpress.functional.tome import tome_clip_merge, tome_merge_clips, tome_merge_schedule, tome_video
 from vidpress.functional.uniform import uniform_indices
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "rotate_half",
     "temporal_budgets",
     "tome_clip_merge",
+    "tome_merge_clips",
     "tome_merge_schedule",
     "tome_video",
     "uniform_indices",

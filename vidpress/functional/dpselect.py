@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+DISTANCE_BLOCK_FRAMES = 256  # frames whose distances are computed together (float32 temporaries of that many)
+
 __all__ = [
     "frame_distances",
     "window_peaks",
@@ -44,10 +46,10 @@ def frame_distances(features: Tensor) -> Tensor:
     num_frames, num_tokens, _ = features.shape
     if num_frames < 1:
         raise ValueError("features must contain at least one frame")
-    m = features.float()
     out = torch.ones(num_frames, num_tokens, dtype=torch.float32, device=features.device)
-    if num_frames > 1:
-        out[1:] = 1.0 - F.cosine_similarity(m[:-1], m[1:], dim=-1)
+    for start in range(1, num_frames, DISTANCE_BLOCK_FRAMES):  # float32 copies of a block at a time, not the video
+        m = features[start - 1 : start + DISTANCE_BLOCK_FRAMES].float()
+        out[start : start + len(m) - 1] = 1.0 - F.cosine_similarity(m[:-1], m[1:], dim=-1)
     return out
 
 

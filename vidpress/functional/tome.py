@@ -35,6 +35,7 @@ from vidpress.functional.checks import check_int
 __all__ = [
     "tome_merge_schedule",
     "tome_clip_merge",
+    "tome_merge_clips",
     "tome_video",
 ]
 
@@ -85,15 +86,18 @@ def _merge_batched(
     target: int,
     metric_heads: int,
     unmerged_order: str,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Merge ``x [B, N, C]`` (float32) with ``sizes [B, N]`` to ``target`` tokens per batch row.
 
-    Returns merged tokens ``[B, target, C]``, sizes ``[B, target]`` and sources
-    ``[B, N]`` (output slot of every input token).
+    Returns merged tokens ``[B, target, C]``, sizes ``[B, target]``, sources
+    ``[B, N]`` (output slot of every input token) and representatives ``[B, target]``
+    (the input token of each group never merged away: an unmerged A token, or the B
+    token the group's A tokens went into).
     """
     bsz, n_tok, ch = x.shape
     device = x.device
     sources = torch.arange(n_tok, device=device).expand(bsz, n_tok).clone()
+    representatives = sources.clone()
     for r in tome_merge_schedule(n_tok, target):
         cur = x.shape[1]
         n_a, n_b = (cur + 1) // 2, cur // 2
@@ -117,6 +121,7 @@ def _merge_batched(
             slot[:, ::2] = slot_a
             slot[:, 1::2] = n_unm + torch.arange(n_b, device=device)
             sources = slot.gather(1, sources)
+            representatives = torch.cat([representatives[:, ::2].gather(1, unm_idx), representatives[:, 1::2]], dim=1)
 
         def merge(t: Tensor) -> Tensor:
             """Size-weighted merge of a [B, cur, K] tensor (already multiplied by sizes)."""
@@ -133,7 +138,7 @@ def _merge_batched(
         if metric is not None:
             metric = merge(metric * w) / new_sizes
         sizes = new_sizes[..., 0]
-    return x, sizes, sources
+    return x, sizes, sources, representatives
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -249,13 +254,35 @@ def tome_clip_merge(
     if cm % heads != 0:
         raise ValueError(f"metric channels ({cm}) are not divisible by metric_heads ({heads})")
 
-    merged, out_sizes, sources = _merge_batched(
+    merged, out_sizes, sources, _ = _merge_batched(
         flat.to(cdt)[None], s, m, tpf * n_frames, heads, unmerged_order
     )
     merged = merged[0].to(tokens.dtype) if tpf != per_frame else flat
     if return_sources:
         return merged, out_sizes[0], sources[0]
     return merged, out_sizes[0]
+
+
+def tome_merge_clips(tokens: Tensor, target: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Merge each of B equal clips ``tokens [B, M, C]`` jointly to ``target`` tokens; what each token became.
+
+    The merge of :func:`tome_clip_merge` (unit sizes, the tokens as the metric, ``"reference"`` order) on every
+    batch row at once, in float32 (float64 for float64 input).
+
+    Returns
+    -------
+    merged : ``[B, target, C]``, dtype of ``tokens``.
+    sources : ``[B, M]`` int64, the output slot of every input token.
+    representatives : ``[B, target]`` int64, for each output slot the input token of its group that was never
+        merged away (an unmerged A token keeps its identity, a B token keeps its own with the A tokens it absorbed).
+    """
+    if tokens.ndim != 3:
+        raise ValueError(f"tokens must be [B, M, C], got shape {tuple(tokens.shape)}")
+    check_int("target", target, 1)
+    cdt = _compute_dtype(tokens.dtype)
+    sizes = torch.ones(tokens.shape[:2], dtype=cdt, device=tokens.device)
+    merged, _, sources, representatives = _merge_batched(tokens.to(cdt), sizes, None, target, 1, "reference")
+    return merged.to(tokens.dtype), sources, representatives
 
 
 def tome_video(
@@ -331,7 +358,7 @@ def tome_video(
         if metric is not None:
             m = metric[f0:f1].reshape(n_clips, f_clip * per_frame, cm).detach().to(cdt)
         s = torch.ones(n_clips, f_clip * per_frame, dtype=cdt, device=tokens.device)
-        merged, _, _ = _merge_batched(x, s, m, f_clip * tpf, heads, unmerged_order)
+        merged, _, _, _ = _merge_batched(x, s, m, f_clip * tpf, heads, unmerged_order)
         outputs.append(merged.reshape(n_clips * f_clip, tpf, ch).to(tokens.dtype))
 
     n_full = n_frames // cf

@@ -34,22 +34,25 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
-from vidpress.functional.tome import tome_clip_merge, tome_merge_schedule
+from vidpress.functional.tome import tome_merge_clips
 from vidpress.presses.base import Press, PressContext
 
 if TYPE_CHECKING:
     from vidpress.adapters import EncodedVideo
 
 
+CLIPS_PER_CALL = 32  # clips merged in one batched call (~40 MB of float32 work per clip of 4 x 144 x 3584)
+
+
 @dataclass
 class ClipMerge:
-    """The merge of one clip of F units x N tokens into K = F * tokens_per_frame tokens.
+    """The merges of B clips of F units x N tokens, each into K = F * tokens_per_frame tokens.
 
     Attributes
     ----------
-    merged : [K, D] merged tokens (dtype of the input).
-    representatives : [K] index in ``0 .. F*N-1`` of the original token whose slot each merged token takes.
-    sources : [F*N] index in ``0 .. K-1`` of the merged token each original token went into.
+    merged : [B, K, D] merged tokens (dtype of the input).
+    representatives : [B, K] index in ``0 .. F*N-1`` of the original token whose slot each merged token takes.
+    sources : [B, F*N] index in ``0 .. K-1`` of the merged token each original token went into.
     """
 
     merged: Tensor
@@ -57,34 +60,24 @@ class ClipMerge:
     sources: Tensor
 
     def average(self, tokens: Tensor) -> Tensor:
-        """[K, C] mean of ``tokens`` [F*N, C] over each group (the size-weighted average of unit-size tokens)."""
-        total = tokens.new_zeros(len(self.representatives), tokens.shape[-1]).index_add_(0, self.sources, tokens)
-        counts = torch.bincount(self.sources, minlength=len(self.representatives)).to(tokens)
-        return total / counts[:, None]
+        """[B, K, C] mean of ``tokens`` [B, F*N, C] over each group (the size-weighted average of unit-size tokens)."""
+        batch, merged = self.representatives.shape
+        index = self.sources[..., None].expand(-1, -1, tokens.shape[-1])
+        total = tokens.new_zeros(batch, merged, tokens.shape[-1]).scatter_add_(1, index, tokens)
+        counts = tokens.new_zeros(batch, merged).scatter_add_(1, self.sources, tokens.new_ones(self.sources.shape))
+        return total / counts[..., None]
 
 
-def merge_clip(tokens: Tensor, tokens_per_frame: int) -> ClipMerge:
-    """Merge a clip's tokens [F, N, D] jointly to ``F * tokens_per_frame`` and track each group's representative.
+def merge_clips(tokens: Tensor, tokens_per_frame: int) -> ClipMerge:
+    """Merge each clip of ``tokens`` [B, F, N, D] jointly to ``F * tokens_per_frame`` and track each group's representative.
 
-    The rounds of :func:`tome_clip_merge` (bipartite soft matching, ``[unmerged A, B]`` output order of the
-    released code) are run one call per round in float32 (float64 for float64 input), which is exactly the
-    computation of one call over all rounds; a round's groups are a B token with the A tokens merged into it,
-    or an unmerged A token alone, and that B (or lone A) token is the representative.
+    The bipartite soft matching of :func:`tome_clip_merge` (``[unmerged A, B]`` output order of the released
+    code) on all B clips at once (:func:`tome_merge_clips`); a round's groups are a B token with the A tokens
+    merged into it, or an unmerged A token alone, and that B (or lone A) token is the representative.
     """
-    frames, per_frame, dim = tokens.shape
-    compute = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    current = tokens.reshape(frames * per_frame, dim).to(compute)
-    representatives = torch.arange(frames * per_frame, device=tokens.device)
-    sources = representatives.clone()
-    sizes = None
-    for removed in tome_merge_schedule(frames * per_frame, frames * tokens_per_frame):
-        remaining = current.shape[0] - removed
-        current, sizes, slots = tome_clip_merge(current, remaining, num_frames=1, sizes=sizes, return_sources=True)
-        survivors = torch.empty(remaining, dtype=torch.long, device=tokens.device)
-        survivors[slots[0::2]] = representatives[0::2]  # A tokens first,
-        survivors[slots[1::2]] = representatives[1::2]  # then each group's B token overwrites its A tokens
-        representatives, sources = survivors, slots[sources]
-    return ClipMerge(current.to(tokens.dtype), representatives, sources)
+    clips, frames, per_frame, dim = tokens.shape
+    merged, sources, representatives = tome_merge_clips(tokens.reshape(clips, frames * per_frame, dim), frames * tokens_per_frame)
+    return ClipMerge(merged, representatives, sources)
 
 
 @dataclass
@@ -119,14 +112,13 @@ class ToMePress(Press):
         features = encoded.features.clone()
         deepstack = [d.clone() for d in encoded.deepstack]
         new_keep = torch.zeros_like(keep)
-        for start in range(0, len(units), self.clip_frames):
-            clip = units[start : start + self.clip_frames]
-            merge = merge_clip(encoded.features[clip.to(features.device)], self.tokens_per_frame)
-            slots = _clip_slots(clip, encoded.tokens_per_unit)[merge.representatives.cpu()]
-            features.view(-1, features.shape[-1])[slots.to(features.device)] = merge.merged
+        for clips in _clip_batches(units, self.clip_frames):
+            merge = merge_clips(encoded.features[clips.to(features.device)], self.tokens_per_frame)
+            slots = _clip_slots(clips, encoded.tokens_per_unit).gather(1, merge.representatives.cpu()).flatten()
+            features.view(-1, features.shape[-1])[slots.to(features.device)] = merge.merged.flatten(0, 1)
             for original, merged in zip(encoded.deepstack, deepstack):
-                layer = original[clip.to(original.device)].flatten(0, 1)
-                merged.view(-1, merged.shape[-1])[slots.to(merged.device)] = merge.average(layer)
+                layer = original[clips.to(original.device)].flatten(1, 2)
+                merged.view(-1, merged.shape[-1])[slots.to(merged.device)] = merge.average(layer).flatten(0, 1)
             new_keep.view(-1)[slots] = True
         encoded.features, encoded.deepstack = features, deepstack
         clips = -(-len(units) // self.clip_frames)
@@ -134,6 +126,17 @@ class ToMePress(Press):
         return new_keep
 
 
-def _clip_slots(clip: Tensor, per_unit: int) -> Tensor:
-    """[F*N] flat index in the [T', N] grid of each token of the clip's units ``clip`` [F]."""
-    return (clip[:, None] * per_unit + torch.arange(per_unit)).flatten()
+def _clip_batches(units: Tensor, clip_frames: int) -> list[Tensor]:
+    """The units [U] cut into consecutive clips of ``clip_frames``, as [b, clip_frames] batches of at most
+    ``CLIPS_PER_CALL`` clips, then the shorter last clip alone as [1, rest]."""
+    whole = len(units) // clip_frames * clip_frames
+    clips = units[:whole].reshape(-1, clip_frames)
+    batches = list(clips.split(CLIPS_PER_CALL))
+    if whole < len(units):
+        batches.append(units[whole:][None])
+    return batches
+
+
+def _clip_slots(clips: Tensor, per_unit: int) -> Tensor:
+    """[b, F*N] flat index in the [T', N] grid of each token of the clips' units ``clips`` [b, F]."""
+    return (clips[..., None] * per_unit + torch.arange(per_unit)).flatten(1)
