@@ -31,6 +31,9 @@ and u = B // 16 the whole units within the budget:
 - ``full``: no press; all V tokens (the uncompressed reference, over budget above 256 frames).
 - ``uniform``: UniformFramePress(num_frames=2u).
 - ``dpselect``: DPSelectPress(keep_ratio=u / U): u time steps per token position (async, as released).
+- ``tome``: ToMePress(tokens_per_frame=t), VideoChat-Flash's clip merge (4 units per clip) of every unit to t = B // U
+  tokens (at least 1; 2 at 2048 frames, 1 at 4096), on B // t uniformly sampled units when even one token per
+  unit would exceed B.
 - ``pivotkv``: PivotKVPress(ratio=r): each 32-frame chunk keeps int(r x its length) entries per layer.
 - ``retake``: ReTaKePress(ratio=r): DPSelect pivots (keep_ratio 1) protected by PivotKV at r (the preset's
   defaults otherwise: no position reforge).
@@ -64,6 +67,7 @@ shares the device: the methods' costs are better compared with ``vidpress bench`
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import multiprocessing
@@ -97,6 +101,7 @@ from vidpress.presses import (
     PVCPress,
     QCCompPress,
     ReTaKePress,
+    ToMePress,
     UniformFramePress,
     XCompPress,
     as_press_list,
@@ -219,10 +224,19 @@ def xcomp(budget: Budget) -> list[Press]:
     return [XCompPress(n_select=frames, tokens_per_frame=budget.facts.unit_tokens)]
 
 
+def tokens_per_unit(budget: Budget, trained: int | None = None) -> int:
+    """t: ``trained`` or B // U (at least 1) tokens per temporal unit, at most the unit's own."""
+    return min(budget.facts.unit_tokens, trained or max(1, budget.tokens // budget.units))
+
+
+def tome(budget: Budget) -> list[Press]:
+    per_unit = tokens_per_unit(budget)
+    return [*uniform_units(budget.tokens // per_unit, budget), ToMePress(tokens_per_frame=per_unit)]
+
+
 def pvc(budget: Budget, checkpoint: str, trained_tokens: int | None) -> list[Press]:
-    per_unit = min(budget.facts.unit_tokens, trained_tokens or max(1, budget.tokens // budget.units))
-    units = budget.tokens // per_unit
-    return [*uniform_units(units, budget), PVCPress(tokens_per_frame=per_unit, checkpoint=checkpoint)]
+    per_unit = tokens_per_unit(budget, trained_tokens)
+    return [*uniform_units(budget.tokens // per_unit, budget), PVCPress(tokens_per_frame=per_unit, checkpoint=checkpoint)]
 
 
 def tuned_lpcomp(sct_model: Path) -> LPCompPress:
@@ -253,6 +267,7 @@ BASE_METHODS = (
     Method("full", full, "no press: every visual token (the uncompressed reference)"),
     Method("uniform", uniform, "UniformFramePress(num_frames=2u)"),
     Method("dpselect", dpselect, "DPSelectPress(keep_ratio=u/U), async"),
+    Method("tome", tome, "uniform B//t units + ToMePress(tokens_per_frame=t), t = B//U (at least 1): clips of 4 units merged"),
     Method("pivotkv", pivotkv, "PivotKVPress(ratio=r): KV entries per layer, every 32-frame chunk"),
     Method("retake", retake, "ReTaKePress(ratio=r): DPSelect pivots + PivotKV at r"),
     Method("adaretake", adaretake, "AdaReTaKePress(max_input_length=int(r*P)): base ratio r, shared unevenly over "
@@ -431,7 +446,7 @@ class SampleCache:
             key = (id(adapter), id(inputs))  # the entry holds ``inputs``, so its id is not reused meanwhile
             if key not in self.encoded:
                 self.encoded[key] = inputs, encode(inputs, *args, **kwargs)
-            return self.encoded[key][1]
+            return copy.copy(self.encoded[key][1])  # presses may replace its tensors (ToMe), never edit them
 
         adapter.prepare, adapter.encode = cached_prepare, cached_encode
 

@@ -13,7 +13,7 @@ import pytest
 
 from vidpress.eval.journal import read_records
 from vidpress.pipeline import VideoQA
-from vidpress.presses import LPCompPress, PVCPress, UniformFramePress
+from vidpress.presses import LPCompPress, PVCPress, ToMePress, UniformFramePress
 from vidpress.synth import prompt
 from vidpress.video import Video
 from vidpress.tiny import save_tiny
@@ -84,6 +84,13 @@ def test_pvc_without_its_training_config_spreads_the_budget(study, tmp_path):
     assert first == UniformFramePress(num_frames=4096) and second.tokens_per_frame == 1
 
 
+def test_tome_merges_every_unit_to_the_budget(study):
+    assert study.tome(budget(study, 1024)) == [ToMePress(tokens_per_frame=4)]  # 512 units x 4 tokens
+    assert study.tome(budget(study, 4096)) == [ToMePress(tokens_per_frame=1)]
+    assert study.tome(budget(study, 8192)) == [UniformFramePress(num_frames=4096), ToMePress(tokens_per_frame=1)]
+    assert study.tome(budget(study, 256)) == [ToMePress(tokens_per_frame=16)]  # within the budget: nothing merged
+
+
 def test_sct_model_runs_the_lpcomp_it_was_tuned_with(study, tmp_path):
     schedule = (16, 8, 4, 2, 1, 1)
     config = {"tokens_per_frame": 16, "schedule": list(schedule), "keep": "uniform"}
@@ -103,7 +110,7 @@ def test_short_videos_keep_everything(study):
 def test_shared_inputs_and_encoding_give_the_same_answers(study, tiny_model):
     """The worker's processor inputs and one encoding per frame set answer exactly as VideoQA alone does."""
     methods = study.available_methods(None, None)
-    names = ("full", "uniform", "dpselect", "pivotkv", "lpcomp")
+    names = ("full", "uniform", "dpselect", "tome", "pivotkv", "lpcomp")
     jobs = tuple(study.Job(m, 1.0) for m in names)
     spec = study.SampleSpec(study.Group("needle", 64, None), study.sample_seed("needle", 0, 0), jobs)
     item = study.RenderedSamples([spec], tiny_model, methods, budget_frames=32)[0]

@@ -56,7 +56,7 @@ def test_stream_equals_whole_video_call(tokenizer, family, num_frames, monkeypat
         if key == "pixel_values_videos":
             assert torch.equal(torch.cat(list(streamed[key])), value)
         elif isinstance(value, torch.Tensor):
-            assert torch.equal(streamed[key], value), key
+            assert torch.equal(streamed[key], value) and streamed[key].dtype == value.dtype, key
         else:
             assert streamed[key] == value, key
     assert processor.video_processor.__class__.__name__.endswith("VideoProcessor")  # the stand-in is gone
