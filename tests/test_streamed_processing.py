@@ -4,14 +4,16 @@ call's prompt and pixel values, and VideoQA's answers do not change."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
 import torch
+from transformers import BatchFeature
 from transformers.video_utils import VideoMetadata
 
 from vidpress.adapters import streamed_processing
-from vidpress.adapters.streamed_processing import PixelStream, stream_processor
+from vidpress.adapters.streamed_processing import PendingPrompt, PixelStream, stream_processor
 from vidpress.tiny import FAMILIES, build_processor, build_tokenizer
 from vidpress.video import Video
 
@@ -48,8 +50,10 @@ def test_stream_equals_whole_video_call(tokenizer, family, num_frames, monkeypat
     processor = build_processor(family, tokenizer, max_side=max(SIZES[family]))
     frames = random_frames(num_frames, *SIZES[family], seed=num_frames)
     whole = _processor_call(processor, frames, streamed=False)
+    real = processor.video_processor
     streamed = _processor_call(processor, frames, streamed=True)
-    assert isinstance(streamed["pixel_values_videos"], PixelStream)
+    assert processor.video_processor is real, "the call runs on a copy: the processor itself is never changed"
+    assert isinstance(streamed, PendingPrompt) and isinstance(streamed["pixel_values_videos"], PixelStream)
     assert len(streamed["pixel_values_videos"]) == 1 + -(-(num_frames - 2) // 4)
     assert set(streamed) == set(whole)
     for key, value in whole.items():
@@ -59,7 +63,6 @@ def test_stream_equals_whole_video_call(tokenizer, family, num_frames, monkeypat
             assert torch.equal(streamed[key], value) and streamed[key].dtype == value.dtype, key
         else:
             assert streamed[key] == value, key
-    assert processor.video_processor.__class__.__name__.endswith("VideoProcessor")  # the stand-in is gone
 
 
 def test_no_stream_where_the_size_depends_on_the_frame_count(tokenizer):
@@ -102,6 +105,30 @@ def test_exact_device_gives_the_cpu_pixels_on_cuda(tokenizer, family):
     assert pixels[0].device.type == "cpu" and pixels[-1].device.type == "cuda"
     whole = _processor_call(processor, frames, streamed=False)
     assert torch.equal(torch.cat([p.cpu() for p in pixels]), whole["pixel_values_videos"])
+
+
+def test_pending_prompt_waits_only_for_what_is_not_ready():
+    grid, ids = torch.tensor([[3, 2, 2]]), torch.tensor([[1, 2, 3]])
+    call = Future()
+    prompt = PendingPrompt({"video_grid_thw": grid, "pixel_values_videos": "stream"}, call)
+    assert prompt["video_grid_thw"] is grid and prompt["pixel_values_videos"] == "stream"  # no wait
+    prompt["timestamps"] = torch.zeros(3)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(prompt["input_ids"]))
+    reader.start()
+    reader.join(0.2)
+    assert reader.is_alive() and not read, "the prompt's tokens wait for the processor's call"
+    call.set_result(BatchFeature({"input_ids": ids, "video_grid_thw": grid.clone(), "pixel_values_videos": "first chunk"}))
+    reader.join(5)
+    assert read == [ids]
+    assert list(prompt) == ["input_ids", "video_grid_thw", "pixel_values_videos", "timestamps"]
+    assert prompt["video_grid_thw"] is grid and prompt["pixel_values_videos"] == "stream"  # the ready keys stay
+    assert torch.equal(dict(prompt.to("cpu"))["input_ids"], ids)
+
+    failed = Future()
+    failed.set_exception(ValueError("bad prompt"))
+    with pytest.raises(ValueError, match="bad prompt"):
+        PendingPrompt({"video_grid_thw": grid}, failed)["input_ids"]
 
 
 def test_pixel_stream_bounds_work_ahead_and_reports_errors():

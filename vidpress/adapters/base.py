@@ -219,9 +219,9 @@ class VideoAdapter(ABC):
         prompt is the old one up to where the two chat texts' tokens part, then the new tokens. Returns None
         when the old prompt does not end with the old text's own tokens (then run ``prepare`` instead).
         """
+        ids = inputs["input_ids"]  # first: a streamed prompt is still being tokenized (not two tokenizer calls at once)
         old, new = (self.processor.tokenizer(self.chat_text(q))["input_ids"] for q in (asked, question))
         common = len(os.path.commonprefix([old, new]))
-        ids = inputs["input_ids"]
         cut = ids.shape[1] - (len(old) - common)
         if ids[0, cut:].tolist() != old[common:]:
             return None

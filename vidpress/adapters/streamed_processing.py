@@ -13,6 +13,11 @@ video processor's own patch count (``get_num_of_video_patches``) gives the chunk
 video the same patches per temporal unit; otherwise :func:`stream_processor` returns None and the caller processes
 the whole video at once.
 
+The prompt is tokenized in a thread too (:class:`PendingPrompt`): the encoder starts as soon as the first
+chunk is processed, and only a read of the prompt's tokens (after the encoder, for the positions) waits for
+the rest of the processor's call. The call runs on a shallow copy of the processor holding the stand-in, so
+the processor itself is never changed.
+
 Given an ``exact_device`` (a GPU), the chunks after the first are processed there when the first chunk shows
 that the video processor keeps the frames' size: without a resize its work is a cast, an affine normalisation
 and a reshape, the same float32 values on any device (measured bit for bit on an H200 for Qwen2.5-VL at
@@ -22,9 +27,9 @@ stay on the CPU.
 
 from __future__ import annotations
 
-import contextlib
+import copy
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from typing import Any, Callable, Iterator
 
@@ -74,6 +79,32 @@ class PixelStream:
                     future.cancel()
 
 
+class PendingPrompt(BatchFeature):
+    """The processor's output while a thread still tokenizes the prompt: the ``ready`` keys (the grid and the
+    pixel stream) are read at once; any other read waits for the processor's call and then sees its whole output,
+    the ready keys (and keys set meanwhile) taking precedence."""
+
+    def __init__(self, ready: dict[str, Any], call: Future):
+        self.__dict__.update(_ready=dict(ready), _call=call, skip_tensor_conversion=None)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._call is not None:
+            output, self._call = self._call.result(), None
+            self._ready = {**output, **self._ready}
+        return self._ready
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self.__dict__.update(_ready=value, _call=None)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._ready[key] if key in self._ready else super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._ready[key] = value
+
+
 class _FirstChunkVideoProcessor:
     """Stands in for a processor's video processor during one call: processes the first ``frames`` frames of
     the (single) video and reports the whole video's temporal units in ``video_grid_thw``."""
@@ -81,6 +112,7 @@ class _FirstChunkVideoProcessor:
     def __init__(self, real: Any, frames: int):
         self.real, self.frames = real, frames
         self.kwargs: dict[str, Any] | None = None
+        self.output: Future = Future()  # its output, set as soon as the first chunk is processed
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -88,22 +120,26 @@ class _FirstChunkVideoProcessor:
     def __call__(self, videos, **kwargs) -> BatchFeature:
         (frames,) = videos
         self.kwargs = kwargs
-        out = self.real([frames[: self.frames]], **kwargs)
+        try:
+            out = self.real([frames[: self.frames]], **kwargs)
+        except BaseException as error:
+            self.output.set_exception(error)
+            raise
         grid = out["video_grid_thw"].clone()
         grid[0, 0] = -(-len(frames) // self.real.temporal_patch_size)
         out["video_grid_thw"] = grid
+        self.output.set_result(out)
         return out
 
 
-@contextlib.contextmanager
-def _video_processor_replaced(processor: ProcessorMixin, stand_in: Any) -> Iterator[None]:
-    """``processor.video_processor`` is ``stand_in`` inside (the processor is not to be shared with another thread meanwhile)."""
-    real = processor.video_processor
-    processor.video_processor = stand_in
-    try:
-        yield
-    finally:
-        processor.video_processor = real
+def _call_with(processor: ProcessorMixin, stand_in: _FirstChunkVideoProcessor, text: str, frames: np.ndarray, kwargs: dict) -> BatchFeature:
+    """The processor's call with ``stand_in`` as its video processor (on a shallow copy: the processor is not changed)."""
+    local = copy.copy(processor)
+    local.video_processor = stand_in
+    inputs = local(text=[text], videos=[frames], return_tensors=None, **kwargs)
+    # the same tensors as return_tensors="pt", without the tokenizer's own conversion, which walks the prompt's
+    # ids in Python (0.3 s of a 147k-token prompt on the H200's host)
+    return BatchFeature(dict(inputs), tensor_type="pt")
 
 
 def _patches_per_unit(
@@ -136,7 +172,8 @@ def stream_processor(
     processor: ProcessorMixin, text: str, frames: np.ndarray, chunk_frames: int, dtype: torch.dtype,
     workers: int = 2, exact_device: torch.device | None = None, **kwargs,
 ) -> BatchFeature | None:
-    """The processor's output on ``text`` and one video ``frames`` [T, H, W, C], its pixels as a :class:`PixelStream`.
+    """The processor's output on ``text`` and one video ``frames`` [T, H, W, C], its pixels as a :class:`PixelStream`,
+    its prompt still being tokenized by a thread (a :class:`PendingPrompt`).
 
     ``chunk_frames`` (rounded up to the temporal patch size) frames per chunk, the first chunk at most
     :data:`FIRST_CHUNK_FRAMES` (the prompt waits for it: the encoder starts sooner); ``kwargs`` go to the processor
@@ -151,14 +188,17 @@ def stream_processor(
     if len(frames) <= chunk or len(_patches_per_unit(real, kwargs, frames, (first, chunk))) != 1:
         return None  # (checked again below with the arguments the processor passes on)
     stand_in = _FirstChunkVideoProcessor(real, first)
-    with _video_processor_replaced(processor, stand_in):
-        inputs = processor(text=[text], videos=[frames], return_tensors=None, **kwargs)
-    # the same tensors as return_tensors="pt", without the tokenizer's own conversion, which walks the prompt's
-    # ids in Python (0.3 s of a 147k-token prompt on the H200's host)
-    inputs = BatchFeature(dict(inputs), tensor_type="pt")
-    video_kwargs = stand_in.kwargs
-    grid = inputs["video_grid_thw"][0].tolist()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidpress-prompt")
+    call = pool.submit(_call_with, processor, stand_in, text, frames, kwargs)
+    pool.shutdown(wait=False)  # its thread ends with the call
+    wait([call, stand_in.output], return_when=FIRST_COMPLETED)
+    if not stand_in.output.done():
+        call.result()  # the processor's own error, if any
+        raise RuntimeError(f"{type(processor).__name__} did not call its video processor")
+    first_output, video_kwargs = stand_in.output.result(), stand_in.kwargs
+    grid = first_output["video_grid_thw"][0].tolist()
     if _patches_per_unit(real, video_kwargs, frames, (first, chunk)) != {grid[1] * grid[2]}:
+        call.result()  # the whole-video call will tokenize again: no second tokenizer run meanwhile
         return None
     if exact_device is not None and "device" not in video_kwargs and _keeps_size(real, frames, grid):
         video_kwargs = {**video_kwargs, "device": str(exact_device)}
@@ -173,5 +213,5 @@ def stream_processor(
         return real([part], **video_kwargs)[PIXELS][: units * rows_per_unit]
 
     rest = [frames[start : start + chunk] for start in range(first, len(frames), chunk)]
-    inputs[PIXELS] = PixelStream(inputs[PIXELS], rest, process, dtype, workers)
-    return inputs
+    stream = PixelStream(first_output[PIXELS], rest, process, dtype, workers)
+    return PendingPrompt({"video_grid_thw": first_output["video_grid_thw"], PIXELS: stream}, call)
