@@ -40,9 +40,6 @@ from transformers import BatchFeature, ProcessorMixin
 PIXELS = "pixel_values_videos"
 FIRST_CHUNK_FRAMES = 16
 """Frames of the first chunk, processed before the prompt is returned (later chunks: ``chunk_frames``)."""
-STREAM_WORKERS = 4
-"""Threads processing the later chunks. On the H200 host (16 cores), Qwen3-VL's 2048 frames resized on the CPU in
-chunks of 256: 2.58 s with 2 threads, 1.97 s with 4, 1.80 s with 8."""
 
 
 class PixelStream:
@@ -54,7 +51,7 @@ class PixelStream:
 
     def __init__(
         self, first: torch.Tensor, rest: list[np.ndarray], process: Callable[[np.ndarray], torch.Tensor],
-        dtype: torch.dtype, workers: int = STREAM_WORKERS,
+        dtype: torch.dtype, workers: int = 2,
     ):
         self.first, self.rest, self.process, self.dtype, self.workers = first, rest, process, dtype, workers
         self.consumed = False
@@ -173,7 +170,7 @@ def _keeps_size(video_processor: Any, frames: np.ndarray, grid: list[int]) -> bo
 
 def stream_processor(
     processor: ProcessorMixin, text: str, frames: np.ndarray, chunk_frames: int, dtype: torch.dtype,
-    workers: int = STREAM_WORKERS, exact_device: torch.device | None = None, **kwargs,
+    workers: int = 2, exact_device: torch.device | None = None, **kwargs,
 ) -> BatchFeature | None:
     """The processor's output on ``text`` and one video ``frames`` [T, H, W, C], its pixels as a :class:`PixelStream`,
     its prompt still being tokenized by a thread (a :class:`PendingPrompt`).
