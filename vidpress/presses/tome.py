@@ -1,7 +1,8 @@
 """VideoChat-Flash clip compression (ToMe) as a token-stage press: clips merged jointly to N tokens per frame.
 
 VideoChat-Flash, https://arxiv.org/abs/2501.00574 (ALGORITHMS.md §6); also XComp's front end,
-https://arxiv.org/abs/2604.14149. The merge itself is :func:`vidpress.functional.tome.tome_clip_merge`.
+https://arxiv.org/abs/2604.14149. The merge itself is :func:`vidpress.functional.tome.tome_merge_clips`
+(:func:`~vidpress.functional.tome.tome_clip_merge` on many clips at once).
 
 Mapping onto the token stage, which keeps a mask [T', N] over the encoded visual tokens:
 
