@@ -220,11 +220,11 @@ class VideoQA:
                 adapter.stream_frames = self.encode_chunk_frames or adapter.default_stream_frames(video)
             try:
                 prompts = [adapter.prepare(video, questions[0])]
-                for question in questions[1:]:
-                    prompts.append(adapter.reuse_prompt(prompts[0], questions[0], question) or adapter.prepare(video, question))
             finally:
                 adapter.stream_frames = None
             encoded = adapter.encode(prompts[0], self.encode_chunk_frames, progress=self._bar(progress, len(video), "encode"))
+            for question in questions[1:]:  # after the encoder: reading a streamed prompt waits for its tokens
+                prompts.append(adapter.reuse_prompt(prompts[0], questions[0], question) or adapter.prepare(video, question))
         context.encoded = encoded
         with timer("select"):  # token-stage presses (QC-Comp's scoring passes run here)
             keep = torch.ones(encoded.features.shape[:2], dtype=torch.bool)

@@ -132,7 +132,9 @@ class _FirstChunkVideoProcessor:
         return out
 
 
-def _call_with(processor: ProcessorMixin, stand_in: _FirstChunkVideoProcessor, text: str, frames: np.ndarray, kwargs: dict) -> BatchFeature:
+def _call_with(
+    processor: ProcessorMixin, stand_in: _FirstChunkVideoProcessor, text: str, frames: np.ndarray, kwargs: dict
+) -> BatchFeature:
     """The processor's call with ``stand_in`` as its video processor (on a shallow copy: the processor is not changed)."""
     local = copy.copy(processor)
     local.video_processor = stand_in
